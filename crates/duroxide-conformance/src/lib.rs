@@ -1,0 +1,1 @@
+//! duroxide-conformance: in progress.

@@ -1,0 +1,2 @@
+//! Replay benchmarks (filled in with the engine).
+fn main() {}

@@ -1,0 +1,163 @@
+//! The storage contract: the `Provider` trait that SQLite, PostgreSQL and third-party stores implement.
+//!
+//! # The contract in brief
+//!
+//! A provider **stores and returns what it is given**. Events and messages arrive as opaque JSON text
+//! (`payload`) next to explicit routing fields (instance, visibility time, session, tag, activity
+//! identity, custom status, KV changes); a provider never parses a payload to decide anything.
+//!
+//! * **Orchestrator queue, peek-lock per instance.** [`Provider::fetch_orchestration_item`] locks one
+//!   instance that has visible messages and returns *all* its visible messages together with the
+//!   current execution's history. While the lock's lease lasts, no other fetch may return that
+//!   instance. Messages enqueued after the fetch stay in the queue for the next turn.
+//! * **One atomic ack per turn.** [`Provider::ack_orchestration_item`] appends history, writes instance
+//!   metadata, custom status and KV changes, enqueues worker items and orchestrator messages (timers are
+//!   messages with a visibility time), removes cancelled worker items, deletes exactly the messages the
+//!   fetch returned and releases the lock — all of it or none of it.
+//! * **Abandon and renewal.** A turn that cannot finish is abandoned (optionally invisible for a delay);
+//!   long turns renew their lease. A lock whose lease expired is gone: its ack fails with
+//!   [`ProviderErrorKind::LockLost`] and changes nothing.
+//! * **Attempts.** Every fetch increments the attempt count of what it returns; the runtime treats an
+//!   item fetched more than `max_attempts` times as poison.
+//! * **Worker queue.** Items are fetched one at a time under a lease, filtered by tag, and routed by
+//!   session: an item whose session is owned by another live owner is never handed out. Acking an item
+//!   deletes it and enqueues its completion in one transaction.
+//! * **Instances exist before messages reach them.** Clients create instances explicitly
+//!   ([`Provider::create_instance`]); messages to an instance that does not exist are refused
+//!   ([`Provider::enqueue_message`]) or, when they come from an ack, dropped. Nothing addressed to a
+//!   missing instance may ever block another instance's work.
+//! * **Long-polling fetches.** A fetch that finds nothing waits up to `poll_timeout` and returns as soon
+//!   as work becomes available (enqueued in this process, signalled by the database, or a timer coming
+//!   due), so runtimes need no tight polling.
+//!
+//! Time in the contract is Unix epoch milliseconds. Lease durations are measured on the provider's own
+//! clock (for PostgreSQL: the database's).
+
+mod types;
+
+pub use types::*;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// A durable store for instances, histories and queues. See the module documentation for the contract.
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    // ---- orchestrator queue -------------------------------------------------------------------------
+
+    /// Creates an instance (`message.creates` must be set) and enqueues its start message, unless an
+    /// instance with that id exists, in which case nothing changes and `Ok(false)` is returned
+    /// (idempotent start). A message without `creates` is `InvalidInput`.
+    async fn create_instance(&self, message: NewMessage) -> Result<bool, ProviderError>;
+
+    /// Enqueues a message for an existing instance (raise event, enqueue event, cancel).
+    /// Fails with [`ProviderErrorKind::NotFound`] when the instance does not exist.
+    async fn enqueue_message(&self, message: NewMessage) -> Result<(), ProviderError>;
+
+    /// Locks the next instance with visible messages and returns them with its current history.
+    /// Waits up to `poll_timeout` for work when there is none; `Ok(None)` means none arrived in time.
+    async fn fetch_orchestration_item(
+        &self,
+        lock_timeout: Duration,
+        poll_timeout: Duration,
+    ) -> Result<Option<OrchestrationItem>, ProviderError>;
+
+    /// Commits one turn atomically and releases the instance lock (see [`TurnAck`]).
+    async fn ack_orchestration_item(&self, lock_token: &str, ack: TurnAck) -> Result<(), ProviderError>;
+
+    /// Releases the instance lock without consuming anything; with `delay`, the instance's messages
+    /// stay invisible that long (backoff).
+    async fn abandon_orchestration_item(
+        &self,
+        lock_token: &str,
+        delay: Option<Duration>,
+    ) -> Result<(), ProviderError>;
+
+    /// Extends the lease of an instance lock from now.
+    async fn renew_orchestration_item_lock(
+        &self,
+        lock_token: &str,
+        extend_by: Duration,
+    ) -> Result<(), ProviderError>;
+
+    // ---- worker queue -------------------------------------------------------------------------------
+
+    /// Locks the next activity this worker may run (tag filter, session routing) and returns it.
+    /// Waits up to `poll_timeout` for work when there is none.
+    async fn fetch_work_item(
+        &self,
+        request: &WorkerFetch,
+        poll_timeout: Duration,
+    ) -> Result<Option<WorkItemLease>, ProviderError>;
+
+    /// Deletes the locked item and enqueues its completion (if any) in one transaction. Fails with
+    /// `LockLost` (changing nothing) when the lease expired or the item was cancelled meanwhile.
+    async fn ack_work_item(&self, lock_token: &str, completion: Option<NewMessage>) -> Result<(), ProviderError>;
+
+    /// Releases the item's lock; with `delay`, it stays invisible that long.
+    async fn abandon_work_item(&self, lock_token: &str, delay: Option<Duration>) -> Result<(), ProviderError>;
+
+    /// Extends the item's lease. Fails with `LockLost` when it expired or the item was cancelled,
+    /// which is how a worker in another process learns that its activity was cancelled.
+    async fn renew_work_item_lock(&self, lock_token: &str, extend_by: Duration) -> Result<(), ProviderError>;
+
+    /// Extends the leases of sessions this owner holds; returns how many were renewed.
+    async fn renew_session_leases(
+        &self,
+        owner_id: &str,
+        session_ids: &[String],
+        extend_by: Duration,
+    ) -> Result<usize, ProviderError>;
+
+    /// Gives up this owner's claim on a session so another worker may take it at once.
+    async fn release_session(&self, owner_id: &str, session_id: &str) -> Result<(), ProviderError>;
+
+    // ---- reads for clients --------------------------------------------------------------------------
+
+    /// Instance metadata, or `None` for an unknown id.
+    async fn get_instance_info(&self, instance_id: &str) -> Result<Option<InstanceInfo>, ProviderError>;
+
+    /// Custom status and its version without reading history (cheap; clients poll it).
+    async fn get_custom_status(&self, instance_id: &str) -> Result<Option<CustomStatus>, ProviderError>;
+
+    /// The history of one execution, in event-id order.
+    async fn read_history(&self, instance_id: &str, execution_id: u64) -> Result<Vec<HistoryRecord>, ProviderError>;
+
+    /// The current value of one KV key as clients see it (including the running execution's changes).
+    async fn get_kv_value(&self, instance_id: &str, key: &str) -> Result<Option<String>, ProviderError>;
+
+    /// Every KV entry of the instance as clients see it.
+    async fn get_kv_entries(&self, instance_id: &str) -> Result<Vec<KvEntry>, ProviderError>;
+
+    // ---- management ---------------------------------------------------------------------------------
+
+    async fn list_instances(&self, status: Option<InstanceStatus>) -> Result<Vec<String>, ProviderError>;
+    async fn list_executions(&self, instance_id: &str) -> Result<Vec<u64>, ProviderError>;
+    async fn get_execution_info(
+        &self,
+        instance_id: &str,
+        execution_id: u64,
+    ) -> Result<Option<ExecutionInfo>, ProviderError>;
+    /// The instance and all its descendants (by parent link), root first.
+    async fn get_instance_tree(&self, instance_id: &str) -> Result<Vec<String>, ProviderError>;
+    /// Deletes an instance tree (all executions, events, messages, KV, worker items). A non-terminal
+    /// instance needs `force`; otherwise `StillRunning`. Unknown ids give `NotFound`.
+    async fn delete_instance(&self, instance_id: &str, force: bool) -> Result<DeleteResult, ProviderError>;
+    /// Deletes terminal root instances matching the filter (with their trees).
+    async fn delete_instances_bulk(&self, filter: &InstanceFilter) -> Result<DeleteResult, ProviderError>;
+    /// Deletes old executions of one instance; never the current one.
+    async fn prune_executions(&self, instance_id: &str, options: &PruneOptions) -> Result<PruneResult, ProviderError>;
+    async fn prune_executions_bulk(
+        &self,
+        filter: &InstanceFilter,
+        options: &PruneOptions,
+    ) -> Result<PruneResult, ProviderError>;
+    async fn get_system_metrics(&self) -> Result<SystemMetrics, ProviderError>;
+    async fn get_queue_depths(&self) -> Result<QueueDepths, ProviderError>;
+    async fn get_instance_stats(&self, instance_id: &str) -> Result<Option<InstanceStats>, ProviderError>;
+
+    /// Wakes any fetch of this provider object that is waiting, as if work had arrived. The runtime
+    /// calls it when it shuts down so long-polls end at once.
+    fn wake_all(&self);
+}

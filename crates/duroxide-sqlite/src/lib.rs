@@ -1,0 +1,1 @@
+//! duroxide-sqlite: in progress.
