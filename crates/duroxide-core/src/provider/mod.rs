@@ -30,6 +30,51 @@
 //!   as work becomes available (enqueued in this process, signalled by the database, or a timer coming
 //!   due), so runtimes need no tight polling.
 //!
+//! # Detailed semantics (what the conformance suite checks)
+//!
+//! * `create_instance` creates the instance (status `Running`, `current_execution_id = 1`, name,
+//!   version and parent from `creates`) **and execution 1** (status `Running`, no events), and enqueues
+//!   the message, in one transaction.
+//! * An instance is fetchable when it has at least one visible message (`visible_at_ms` unset or due)
+//!   and no live lock. The fetch returns every visible message of that instance in enqueue order,
+//!   increments each returned message's attempt count (`attempt` = the highest), and remembers exactly
+//!   which messages it returned: the ack deletes those and no others.
+//! * Lock tokens are unique across processes and hosts (random, at least 122 bits).
+//! * `ack_orchestration_item` with an unknown or expired token fails with `LockLost` and changes
+//!   nothing. Otherwise, in one transaction: history records are inserted under
+//!   `(instance, ack.execution_id, event_id)` — a record whose id already exists fails the whole ack
+//!   (`Permanent`) and leaves nothing behind; if `ack.execution_id` is greater than the current one, the
+//!   execution is created (`Running`) and made current, and the KV snapshot becomes the KV state as it
+//!   was before this ack; `status`/`output` update the execution (a terminal status also sets
+//!   `completed_at_ms`) and the instance (`status.instance_status()`, `output`); `name`/`version` update
+//!   the instance when set; `custom_status` `Set` stores the value and increments the version;
+//!   `kv_changes` apply to the current KV state (what clients read); worker items are inserted;
+//!   `messages` are enqueued — one with `creates` creates its target instance (and its execution 1)
+//!   unless it exists, in which case the message is dropped; one without `creates` whose target does
+//!   not exist is dropped; `cancel_activities` deletes the matching worker items, locked or not; the
+//!   fetched messages are deleted and the lock is released.
+//! * `abandon_orchestration_item` releases the lock; attempt counts stay incremented; with a delay the
+//!   fetched messages become visible only after it. Unknown token: `LockLost`.
+//! * Worker fetch eligibility, in enqueue order: visible, not under a live lock, accepted by the tag
+//!   filter, and either without a session, or with a session that `request.session` may use: the
+//!   session is owned by `owner_id` with a live lease (the fetch extends the lease to now + `lease`), or
+//!   it is unowned or its lease has expired and `may_claim_new` is true (the fetch claims it). An item
+//!   whose session another owner holds under a live lease is skipped, never handed out. With
+//!   `request.session = None` session items are skipped.
+//! * `ack_work_item` deletes the item and enqueues the completion if its instance still exists
+//!   (otherwise the completion is dropped). Unknown token, expired lease or deleted (cancelled) item:
+//!   `LockLost`, nothing changed.
+//! * `release_session` deletes the session's ownership if `owner_id` holds it; otherwise a no-op.
+//! * A fetch woken by `wake_all` that finds no work returns `Ok(None)` at once.
+//! * Management: `delete_instance` removes the instance and all its descendants with their
+//!   executions, events, queued messages, worker items and KV; without `force`, any non-terminal
+//!   instance in the tree gives `StillRunning` and nothing is deleted. `delete_instances_bulk` needs at
+//!   least one filter criterion (`InvalidInput` otherwise) and only considers terminal roots (no parent);
+//!   `completed_before_ms` compares with `updated_at_ms`. `prune_executions` needs `keep_last` or
+//!   `completed_before_ms` (`InvalidInput` otherwise); both criteria must hold for an execution to go,
+//!   and the current execution is never deleted. `QueueDepths.orchestrator_queue` counts visible
+//!   messages, `timer_queue` messages not yet visible, `worker_queue` all worker items.
+//!
 //! Time in the contract is Unix epoch milliseconds. Lease durations are measured on the provider's own
 //! clock (for PostgreSQL: the database's).
 
