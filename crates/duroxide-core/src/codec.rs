@@ -20,12 +20,19 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
 
 /// Encodes one event as a history record with its explicit id and type name.
 pub fn encode_event(event: &Event) -> HistoryRecord {
-    HistoryRecord { event_id: event.event_id, kind: event.kind.name().to_string(), payload: to_json(event) }
+    HistoryRecord {
+        event_id: event.event_id,
+        kind: event.kind.name().to_string(),
+        payload: to_json(event),
+    }
 }
 
 /// Decodes one stored event.
 pub fn decode_event(record: &HistoryRecord) -> Result<Event, DecodeError> {
-    serde_json::from_str(&record.payload).map_err(|e| DecodeError { what: "history event", reason: e.to_string() })
+    serde_json::from_str(&record.payload).map_err(|e| DecodeError {
+        what: "history event",
+        reason: e.to_string(),
+    })
 }
 
 /// Decodes and validates a stored history: every record decodes, ids are 1, 2, 3, ..., the first event
@@ -33,20 +40,30 @@ pub fn decode_event(record: &HistoryRecord) -> Result<Event, DecodeError> {
 pub fn decode_history(records: &[HistoryRecord]) -> Result<Vec<Event>, CorruptHistoryError> {
     let mut events = Vec::with_capacity(records.len());
     for (position, record) in records.iter().enumerate() {
-        let event = decode_event(record)
-            .map_err(|e| CorruptHistoryError::Undecodable { position: position + 1, reason: e.reason })?;
+        let event = decode_event(record).map_err(|e| CorruptHistoryError::Undecodable {
+            position: position + 1,
+            reason: e.reason,
+        })?;
         let expected = position as u64 + 1;
         if event.event_id != expected || record.event_id != expected {
-            let found = if record.event_id != expected { record.event_id } else { event.event_id };
+            let found = if record.event_id != expected {
+                record.event_id
+            } else {
+                event.event_id
+            };
             return Err(CorruptHistoryError::IdGap { expected, found });
         }
         if position == 0 && !matches!(event.kind, EventKind::OrchestrationStarted { .. }) {
-            return Err(CorruptHistoryError::MissingStart { found: event.kind.name().to_string() });
+            return Err(CorruptHistoryError::MissingStart {
+                found: event.kind.name().to_string(),
+            });
         }
         if let Some(last) = events.last() {
             let last: &Event = last;
             if last.kind.is_terminal() {
-                return Err(CorruptHistoryError::AfterTerminal { event_id: last.event_id });
+                return Err(CorruptHistoryError::AfterTerminal {
+                    event_id: last.event_id,
+                });
             }
         }
         events.push(event);
@@ -59,7 +76,10 @@ pub fn encode_message(message: &OrchestratorMessage) -> String {
 }
 
 pub fn decode_message(payload: &str) -> Result<OrchestratorMessage, DecodeError> {
-    serde_json::from_str(payload).map_err(|e| DecodeError { what: "orchestrator message", reason: e.to_string() })
+    serde_json::from_str(payload).map_err(|e| DecodeError {
+        what: "orchestrator message",
+        reason: e.to_string(),
+    })
 }
 
 pub fn encode_activity(work: &ActivityWork) -> String {
@@ -67,7 +87,10 @@ pub fn encode_activity(work: &ActivityWork) -> String {
 }
 
 pub fn decode_activity(payload: &str) -> Result<ActivityWork, DecodeError> {
-    serde_json::from_str(payload).map_err(|e| DecodeError { what: "worker item", reason: e.to_string() })
+    serde_json::from_str(payload).map_err(|e| DecodeError {
+        what: "worker item",
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -100,13 +123,22 @@ mod tests {
     fn corrupt_and_gapped_histories_are_refused() {
         let mut bad = encode_event(&started());
         bad.payload.truncate(10);
-        assert!(matches!(decode_history(&[bad]), Err(CorruptHistoryError::Undecodable { position: 1, .. })));
+        assert!(matches!(
+            decode_history(&[bad]),
+            Err(CorruptHistoryError::Undecodable { position: 1, .. })
+        ));
 
         let mut second = started();
         second.event_id = 3;
         second.kind = EventKind::TimerCreated { fire_at_ms: 9 };
         let err = decode_history(&[encode_event(&started()), encode_event(&second)]).unwrap_err();
-        assert_eq!(err, CorruptHistoryError::IdGap { expected: 2, found: 3 });
+        assert_eq!(
+            err,
+            CorruptHistoryError::IdGap {
+                expected: 2,
+                found: 3
+            }
+        );
     }
 
     #[test]

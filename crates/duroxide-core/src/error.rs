@@ -32,7 +32,10 @@ pub struct ErrorDetails {
 
 impl ErrorDetails {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ErrorDetails { kind, message: message.into() }
+        ErrorDetails {
+            kind,
+            message: message.into(),
+        }
     }
 
     pub fn application(message: impl Into<String>) -> Self {
@@ -65,7 +68,11 @@ impl fmt::Display for ErrorDetails {
 pub enum NondeterminismError {
     /// The code scheduled something other than what history recorded at that position.
     #[error("[DX-ND] history recorded {expected} at event {event_id}, but the code now scheduled {actual}")]
-    Mismatch { event_id: u64, expected: String, actual: String },
+    Mismatch {
+        event_id: u64,
+        expected: String,
+        actual: String,
+    },
     /// History recorded a scheduling event the code did not make at that point of its replay.
     #[error("[DX-ND] history recorded {expected} at event {event_id}, but the code did not schedule it")]
     MissingCommand { event_id: u64, expected: String },
@@ -79,7 +86,12 @@ pub enum NondeterminismError {
     FinishedEarly { event_id: u64, expected: String },
     /// A completion event refers to a scheduling event that does not exist or has another kind.
     #[error("[DX-ND] event {event_id} ({kind}) completes event {source_event_id}, which is {found}")]
-    BadCompletion { event_id: u64, kind: String, source_event_id: u64, found: String },
+    BadCompletion {
+        event_id: u64,
+        kind: String,
+        source_event_id: u64,
+        found: String,
+    },
 }
 
 /// History or a message could not be interpreted: the instance cannot be replayed.

@@ -204,12 +204,24 @@ impl Event {
     pub fn data_json(&self) -> String {
         use serde_json::json;
         let v = match &self.kind {
-            EventKind::OrchestrationStarted { name, version, input, .. } => {
+            EventKind::OrchestrationStarted {
+                name, version, input, ..
+            } => {
                 json!({"name": name, "version": version, "input": input})
             }
             EventKind::ActivityScheduled { name, input, .. } => json!({"name": name, "input": input}),
-            EventKind::SubOrchestrationScheduled { name, instance_id, input, .. }
-            | EventKind::OrchestrationChained { name, instance_id, input, .. } => {
+            EventKind::SubOrchestrationScheduled {
+                name,
+                instance_id,
+                input,
+                ..
+            }
+            | EventKind::OrchestrationChained {
+                name,
+                instance_id,
+                input,
+                ..
+            } => {
                 json!({"name": name, "instance_id": instance_id, "input": input})
             }
             EventKind::ActivityCompleted { result } | EventKind::SubOrchestrationCompleted { result } => {

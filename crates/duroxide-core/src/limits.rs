@@ -21,7 +21,10 @@ pub fn validate_instance_id(id: &str) -> Result<(), String> {
         return Err("instance id must not be empty".into());
     }
     if id.len() > MAX_INSTANCE_ID_BYTES {
-        return Err(format!("instance id is {} bytes; the limit is {MAX_INSTANCE_ID_BYTES}", id.len()));
+        return Err(format!(
+            "instance id is {} bytes; the limit is {MAX_INSTANCE_ID_BYTES}",
+            id.len()
+        ));
     }
     Ok(())
 }
@@ -32,7 +35,10 @@ pub fn validate_tag(tag: &str) -> Result<(), String> {
         return Err("activity tag must not be empty".into());
     }
     if tag.len() > MAX_TAG_NAME_BYTES {
-        return Err(format!("activity tag is {} bytes; MAX_TAG_NAME_BYTES is {MAX_TAG_NAME_BYTES}", tag.len()));
+        return Err(format!(
+            "activity tag is {} bytes; MAX_TAG_NAME_BYTES is {MAX_TAG_NAME_BYTES}",
+            tag.len()
+        ));
     }
     Ok(())
 }

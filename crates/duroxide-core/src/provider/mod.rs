@@ -138,10 +138,15 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Deletes the locked item and enqueues its completion (if any) in one transaction. Fails with
     /// `LockLost` (changing nothing) when the lease expired or the item was cancelled meanwhile.
-    async fn ack_work_item(&self, lock_token: &str, completion: Option<NewMessage>) -> Result<(), ProviderError>;
+    async fn ack_work_item(
+        &self,
+        lock_token: &str,
+        completion: Option<NewMessage>,
+    ) -> Result<(), ProviderError>;
 
     /// Releases the item's lock; with `delay`, it stays invisible that long.
-    async fn abandon_work_item(&self, lock_token: &str, delay: Option<Duration>) -> Result<(), ProviderError>;
+    async fn abandon_work_item(&self, lock_token: &str, delay: Option<Duration>)
+        -> Result<(), ProviderError>;
 
     /// Extends the item's lease. Fails with `LockLost` when it expired or the item was cancelled,
     /// which is how a worker in another process learns that its activity was cancelled.
@@ -167,7 +172,11 @@ pub trait Provider: Send + Sync + 'static {
     async fn get_custom_status(&self, instance_id: &str) -> Result<Option<CustomStatus>, ProviderError>;
 
     /// The history of one execution, in event-id order.
-    async fn read_history(&self, instance_id: &str, execution_id: u64) -> Result<Vec<HistoryRecord>, ProviderError>;
+    async fn read_history(
+        &self,
+        instance_id: &str,
+        execution_id: u64,
+    ) -> Result<Vec<HistoryRecord>, ProviderError>;
 
     /// The current value of one KV key as clients see it (including the running execution's changes).
     async fn get_kv_value(&self, instance_id: &str, key: &str) -> Result<Option<String>, ProviderError>;
@@ -192,7 +201,11 @@ pub trait Provider: Send + Sync + 'static {
     /// Deletes terminal root instances matching the filter (with their trees).
     async fn delete_instances_bulk(&self, filter: &InstanceFilter) -> Result<DeleteResult, ProviderError>;
     /// Deletes old executions of one instance; never the current one.
-    async fn prune_executions(&self, instance_id: &str, options: &PruneOptions) -> Result<PruneResult, ProviderError>;
+    async fn prune_executions(
+        &self,
+        instance_id: &str,
+        options: &PruneOptions,
+    ) -> Result<PruneResult, ProviderError>;
     async fn prune_executions_bulk(
         &self,
         filter: &InstanceFilter,

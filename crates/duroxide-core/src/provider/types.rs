@@ -34,7 +34,11 @@ pub struct ProviderError {
 
 impl ProviderError {
     pub fn new(kind: ProviderErrorKind, operation: &'static str, message: impl Into<String>) -> Self {
-        ProviderError { kind, operation, message: message.into() }
+        ProviderError {
+            kind,
+            operation,
+            message: message.into(),
+        }
     }
     pub fn retryable(operation: &'static str, message: impl Into<String>) -> Self {
         Self::new(ProviderErrorKind::Retryable, operation, message)
@@ -207,8 +211,14 @@ pub struct OrchestrationItem {
 /// A KV change written by a turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvChange {
-    Set { key: String, value: String, updated_at_ms: u64 },
-    Delete { key: String },
+    Set {
+        key: String,
+        value: String,
+        updated_at_ms: u64,
+    },
+    Delete {
+        key: String,
+    },
 }
 
 /// A custom status change written by a turn; any `Set` increments the version.

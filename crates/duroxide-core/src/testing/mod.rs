@@ -1,0 +1,1 @@
+//! Test support: history builder, canned histories and a simulated host (filled in next).
