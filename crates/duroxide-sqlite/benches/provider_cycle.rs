@@ -1,0 +1,3 @@
+//! Provider cycle benchmark (placeholder until written).
+
+fn main() {}

@@ -1,0 +1,323 @@
+//! The orchestrator queue: creating instances, enqueueing messages, and the peek-lock turn cycle
+//! (fetch, ack, abandon, renew). Each function runs inside the writer's transaction.
+
+use duroxide_core::limits::validate_instance_id;
+use duroxide_core::provider::{
+    HistoryRecord, InstanceCreation, NewMessage, OrchestrationItem, ProviderError, StoredMessage,
+};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::sql;
+use crate::lock_token::new_lock_token;
+use crate::rows::{instance_from_row, kv_from_row};
+use crate::wakeups::Polled;
+
+/// Locks the instance whose oldest visible message is the oldest of all unlocked instances, in one
+/// statement. The visibility index yields messages oldest first (rowid breaks ties), so the first row
+/// whose instance is free is the answer; rows of locked instances are skipped.
+pub(crate) const LOCK_NEXT_INSTANCE: &str = "
+    UPDATE instances SET lock_token = ?1, locked_until_ms = ?2
+    WHERE instance_id = (
+        SELECT q.instance_id FROM orchestrator_queue AS q
+        JOIN instances AS i ON i.instance_id = q.instance_id
+        WHERE q.visible_at_ms <= ?3 AND (i.locked_until_ms IS NULL OR i.locked_until_ms <= ?3)
+        ORDER BY q.visible_at_ms, q.id
+        LIMIT 1)
+    RETURNING instance_id, name, version, current_execution_id, status, output,
+              created_at_ms, updated_at_ms, parent_instance_id, custom_status, custom_status_version";
+
+/// Stamps the instance's visible messages with the fetch's token and counts the attempt.
+pub(crate) const CLAIM_MESSAGES: &str = "
+    UPDATE orchestrator_queue SET attempt = attempt + 1, lock_token = ?1
+    WHERE instance_id = ?2 AND visible_at_ms <= ?3
+    RETURNING id, payload, attempt";
+
+pub(crate) const READ_HISTORY: &str = "
+    SELECT event_id, kind, payload FROM history
+    WHERE instance_id = ?1 AND execution_id = ?2 ORDER BY event_id";
+
+pub(crate) const READ_KV_SNAPSHOT: &str =
+    "SELECT key, value, updated_at_ms FROM kv_snapshot WHERE instance_id = ?1 ORDER BY key";
+
+/// The earliest moment something stored becomes fetchable: a future message, or a lock or backoff
+/// that runs out (an instance holding messages back).
+pub(crate) const NEXT_DUE: &str = "
+    SELECT MIN(t) FROM (
+        SELECT MIN(visible_at_ms) AS t FROM orchestrator_queue WHERE visible_at_ms > ?1
+        UNION ALL
+        SELECT MIN(locked_until_ms) FROM instances WHERE lock_token IS NOT NULL AND locked_until_ms > ?1
+        UNION ALL
+        SELECT MIN(locked_until_ms) FROM instances WHERE lock_token IS NULL AND locked_until_ms > ?1)";
+
+/// A message is stored only when its instance exists: the check and the insert are one statement.
+pub(crate) const ENQUEUE_IF_INSTANCE_EXISTS: &str = "
+    INSERT INTO orchestrator_queue (instance_id, payload, visible_at_ms)
+    SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = ?1)";
+
+const INSERT_INSTANCE: &str = "
+    INSERT INTO instances (instance_id, name, version, current_execution_id, status, created_at_ms,
+                           updated_at_ms, parent_instance_id)
+    VALUES (?1, ?2, ?3, 1, 'Running', ?4, ?4, ?5)
+    ON CONFLICT (instance_id) DO NOTHING";
+
+const INSERT_EXECUTION: &str = "
+    INSERT INTO executions (instance_id, execution_id, status, started_at_ms) VALUES (?1, ?2, 'Running', ?3)";
+
+const INSERT_MESSAGE: &str =
+    "INSERT INTO orchestrator_queue (instance_id, payload, visible_at_ms) VALUES (?1, ?2, ?3)";
+
+/// Creates the instance with execution 1 and enqueues `message`, unless the instance exists. Returns
+/// whether it was created.
+pub(crate) fn create_instance(
+    conn: &Connection,
+    operation: &'static str,
+    message: &NewMessage,
+    creation: &InstanceCreation,
+    now: i64,
+) -> Result<bool, ProviderError> {
+    let created = conn
+        .prepare_cached(INSERT_INSTANCE)
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                message.instance_id,
+                creation.name,
+                creation.version,
+                now,
+                creation.parent_instance_id
+            ])
+        })
+        .map_err(sql(operation))?;
+    if created == 0 {
+        return Ok(false);
+    }
+    conn.prepare_cached(INSERT_EXECUTION)
+        .and_then(|mut stmt| stmt.execute(params![message.instance_id, 1_u64, now]))
+        .map_err(sql(operation))?;
+    conn.prepare_cached(INSERT_MESSAGE)
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                message.instance_id,
+                message.payload,
+                visible_at(message, now)
+            ])
+        })
+        .map_err(sql(operation))?;
+    Ok(true)
+}
+
+/// `Provider::create_instance`.
+pub(crate) fn create_instance_from_client(
+    conn: &Connection,
+    message: &NewMessage,
+) -> Result<bool, ProviderError> {
+    const OP: &str = "create_instance";
+    let Some(creation) = &message.creates else {
+        return Err(ProviderError::invalid_input(
+            OP,
+            "the start message has no `creates` (instance metadata)",
+        ));
+    };
+    validate_instance_id(&message.instance_id).map_err(|reason| ProviderError::invalid_input(OP, reason))?;
+    create_instance(conn, OP, message, creation, crate::clock::now_ms())
+}
+
+/// `Provider::enqueue_message`: refused with `NotFound` when the instance does not exist.
+pub(crate) fn enqueue_from_client(conn: &Connection, message: &NewMessage) -> Result<(), ProviderError> {
+    const OP: &str = "enqueue_message";
+    let now = crate::clock::now_ms();
+    let stored = conn
+        .prepare_cached(ENQUEUE_IF_INSTANCE_EXISTS)
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                message.instance_id,
+                message.payload,
+                visible_at(message, now)
+            ])
+        })
+        .map_err(sql(OP))?;
+    if stored == 0 {
+        return Err(ProviderError::not_found(
+            OP,
+            format!("instance {:?} does not exist", message.instance_id),
+        ));
+    }
+    Ok(())
+}
+
+/// Enqueues a message produced by an ack (a turn's or an activity's): a message with `creates` creates
+/// its instance unless it exists (then it is dropped, as an idempotent start); a message for an
+/// instance that does not exist is dropped. Returns whether it was stored.
+pub(crate) fn enqueue_from_ack(
+    conn: &Connection,
+    operation: &'static str,
+    message: &NewMessage,
+    now: i64,
+) -> Result<bool, ProviderError> {
+    match &message.creates {
+        Some(creation) => create_instance(conn, operation, message, creation, now),
+        None => conn
+            .prepare_cached(ENQUEUE_IF_INSTANCE_EXISTS)
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    message.instance_id,
+                    message.payload,
+                    visible_at(message, now)
+                ])
+            })
+            .map(|stored| stored > 0)
+            .map_err(sql(operation)),
+    }
+}
+
+/// Messages without a visibility time are visible from now on; storing "now" rather than 0 orders them
+/// with timers that came due at the same moment.
+fn visible_at(message: &NewMessage, now: i64) -> i64 {
+    message
+        .visible_at_ms
+        .map_or(now, |at| i64::try_from(at).unwrap_or(i64::MAX))
+}
+
+/// `Provider::fetch_orchestration_item`, one look: locks the next instance and reads its turn input.
+pub(crate) fn fetch(conn: &Connection, lock_ms: i64) -> Result<Polled<OrchestrationItem>, ProviderError> {
+    const OP: &str = "fetch_orchestration_item";
+    let now = crate::clock::now_ms();
+    let token = new_lock_token();
+    let locked = conn
+        .prepare_cached(LOCK_NEXT_INSTANCE)
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params![token, now.saturating_add(lock_ms), now],
+                instance_from_row,
+            )
+            .optional()
+        })
+        .map_err(sql(OP))?;
+    let Some((instance, custom_status)) = locked else {
+        let next_due_ms = conn
+            .prepare_cached(NEXT_DUE)
+            .and_then(|mut stmt| stmt.query_row([now], |row| row.get::<_, Option<i64>>(0)))
+            .map_err(sql(OP))?;
+        return Ok(Polled::Empty { next_due_ms });
+    };
+
+    let mut claimed: Vec<(i64, String, u32)> = conn
+        .prepare_cached(CLAIM_MESSAGES)
+        .and_then(|mut stmt| {
+            stmt.query_map(params![token, instance.instance_id, now], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?
+            .collect()
+        })
+        .map_err(sql(OP))?;
+    // RETURNING gives no order guarantee; the contract wants enqueue order.
+    claimed.sort_unstable_by_key(|(id, _, _)| *id);
+    let attempt = claimed.iter().map(|(_, _, attempt)| *attempt).max().unwrap_or(1);
+    let messages = claimed
+        .into_iter()
+        .map(|(_, payload, _)| StoredMessage { payload })
+        .collect();
+
+    let history = conn
+        .prepare_cached(READ_HISTORY)
+        .and_then(|mut stmt| {
+            stmt.query_map(
+                params![instance.instance_id, instance.current_execution_id],
+                |row| {
+                    Ok(HistoryRecord {
+                        event_id: row.get(0)?,
+                        kind: row.get(1)?,
+                        payload: row.get(2)?,
+                    })
+                },
+            )?
+            .collect()
+        })
+        .map_err(sql(OP))?;
+    let kv_snapshot = conn
+        .prepare_cached(READ_KV_SNAPSHOT)
+        .and_then(|mut stmt| stmt.query_map([&instance.instance_id], kv_from_row)?.collect())
+        .map_err(sql(OP))?;
+
+    Ok(Polled::Found(OrchestrationItem {
+        instance_id: instance.instance_id.clone(),
+        lock_token: token,
+        attempt,
+        instance,
+        history,
+        messages,
+        kv_snapshot,
+        custom_status,
+    }))
+}
+
+/// The instance holding a live lock with this token, and its current execution.
+pub(crate) fn locked_instance(
+    conn: &Connection,
+    operation: &'static str,
+    token: &str,
+    now: i64,
+) -> Result<(String, u64), ProviderError> {
+    conn.prepare_cached(
+        "SELECT instance_id, current_execution_id FROM instances WHERE lock_token = ?1 AND locked_until_ms > ?2",
+    )
+    .and_then(|mut stmt| stmt.query_row(params![token, now], |row| Ok((row.get(0)?, row.get(1)?))).optional())
+    .map_err(sql(operation))?
+    .ok_or_else(|| lock_lost(operation))
+}
+
+pub(crate) fn lock_lost(operation: &'static str) -> ProviderError {
+    ProviderError::lock_lost(
+        operation,
+        "the lock token is unknown or its lease expired; nothing was changed",
+    )
+}
+
+/// `Provider::abandon_orchestration_item`. Releases the lock. The fetched messages go behind the work
+/// that was already waiting (so an instance abandoned again and again cannot starve the others); with
+/// a delay, the whole instance stays unfetchable until then, which keeps its messages in order.
+pub(crate) fn abandon(conn: &Connection, token: &str, delay_ms: Option<i64>) -> Result<(), ProviderError> {
+    const OP: &str = "abandon_orchestration_item";
+    let now = crate::clock::now_ms();
+    let (instance_id, _) = locked_instance(conn, OP, token, now)?;
+    let visible_again = now.saturating_add(delay_ms.unwrap_or(0));
+    conn.prepare_cached(
+        "UPDATE orchestrator_queue SET lock_token = NULL, visible_at_ms = MAX(visible_at_ms, ?3)
+         WHERE instance_id = ?1 AND lock_token = ?2",
+    )
+    .and_then(|mut stmt| stmt.execute(params![instance_id, token, visible_again]))
+    .map_err(sql(OP))?;
+    conn.prepare_cached(
+        "UPDATE instances SET lock_token = NULL, locked_until_ms = ?2 WHERE instance_id = ?1",
+    )
+    .and_then(|mut stmt| stmt.execute(params![instance_id, delay_ms.map(|_| visible_again)]))
+    .map_err(sql(OP))?;
+    Ok(())
+}
+
+/// `Provider::renew_orchestration_item_lock`.
+pub(crate) fn renew(conn: &Connection, token: &str, extend_ms: i64) -> Result<(), ProviderError> {
+    const OP: &str = "renew_orchestration_item_lock";
+    let now = crate::clock::now_ms();
+    let renewed = conn
+        .prepare_cached(
+            "UPDATE instances SET locked_until_ms = ?2 WHERE lock_token = ?1 AND locked_until_ms > ?3",
+        )
+        .and_then(|mut stmt| stmt.execute(params![token, now.saturating_add(extend_ms), now]))
+        .map_err(sql(OP))?;
+    if renewed == 0 {
+        return Err(lock_lost(OP));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_returns_the_columns_instance_from_row_decodes() {
+        let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let returning = LOCK_NEXT_INSTANCE.split("RETURNING").nth(1).map(squash);
+        assert_eq!(returning, Some(squash(crate::rows::INSTANCE_COLUMNS)));
+    }
+}

@@ -1,0 +1,421 @@
+//! `SqliteProvider`: opens a database and implements the `Provider` contract on the writer thread.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use duroxide_core::provider::{
+    CustomStatus, DeleteResult, ExecutionInfo, HistoryRecord, InstanceFilter, InstanceInfo, InstanceStats,
+    InstanceStatus, KvEntry, NewMessage, OrchestrationItem, Provider, ProviderError, PruneOptions,
+    PruneResult, QueueDepths, SystemMetrics, TurnAck, WorkItemLease, WorkerFetch,
+};
+use rusqlite::Connection;
+
+use crate::clock::duration_ms;
+use crate::connection;
+use crate::error::OpenError;
+use crate::location::Location;
+use crate::wakeups::{Queue, Wakeups};
+use crate::writer::{IdleHook, Writer};
+use crate::{management, orchestrator_queue, reads, retention, turn_ack, worker_queue};
+
+/// How often an idle writer looks for commits made by other processes on the same file.
+const EXTERNAL_CHANGE_CHECK: Duration = Duration::from_millis(100);
+
+/// A duroxide [`Provider`] on SQLite. Cheap to clone: clones share one database connection, one
+/// writer thread and one set of wake-ups.
+#[derive(Clone)]
+pub struct SqliteProvider {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    location: Location,
+    wakeups: Arc<Wakeups>,
+    writer: Writer,
+}
+
+impl std::fmt::Debug for SqliteProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteProvider")
+            .field("location", &self.shared.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteProvider {
+    /// Opens the database file at `path` (a plain path or a `sqlite:` URL such as `sqlite://app.db`),
+    /// creating it and its missing parent folders, and applying any migrations it lacks.
+    ///
+    /// Fails, naming the path and the reason and writing nothing, when the file is not a SQLite
+    /// database, was written by a newer schema version, or cannot be created or written.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteProvider, OpenError> {
+        let path = path.as_ref();
+        let location = match path.to_str() {
+            Some(text) => Location::parse(text)?,
+            // Not UTF-8, so not a URL: a plain path.
+            None => Location::File(path.to_owned()),
+        };
+        SqliteProvider::open_location(location)
+    }
+
+    /// A private in-memory database, one per call, as correct as a file database (same schema, same
+    /// transactions); it disappears with the last clone of the provider.
+    pub fn in_memory() -> Result<SqliteProvider, OpenError> {
+        SqliteProvider::open_location(Location::Memory)
+    }
+
+    /// The database file, or `None` for an in-memory database.
+    pub fn path(&self) -> Option<&Path> {
+        self.shared.location.path()
+    }
+
+    fn open_location(location: Location) -> Result<SqliteProvider, OpenError> {
+        let wakeups = Arc::new(Wakeups::default());
+        let (conn, idle) = match &location {
+            Location::File(path) => (
+                connection::open_file(path)?,
+                Some(external_change_watch(wakeups.clone())),
+            ),
+            Location::Memory => (connection::open_memory()?, None),
+        };
+        let writer = Writer::start(conn, idle).map_err(|source| OpenError::Thread {
+            path: location.path().unwrap_or(Path::new(":memory:")).to_owned(),
+            source,
+        })?;
+        Ok(SqliteProvider {
+            shared: Arc::new(Shared {
+                location,
+                wakeups,
+                writer,
+            }),
+        })
+    }
+
+    async fn run<T, F>(&self, operation: &'static str, work: F) -> Result<T, ProviderError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, ProviderError> + Send + 'static,
+    {
+        self.shared.writer.run(operation, work).await
+    }
+}
+
+/// Another process committing to the same file cannot notify this one; the idle writer notices through
+/// `PRAGMA data_version` (which changes only for other connections' commits) and wakes waiting
+/// fetches, so they do not sleep through work until their poll timeout.
+fn external_change_watch(wakeups: Arc<Wakeups>) -> IdleHook {
+    let mut last_seen: Option<i64> = None;
+    IdleHook {
+        every: EXTERNAL_CHANGE_CHECK,
+        run: Box::new(move |conn: &Connection| {
+            let Ok(version) = conn.query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0)) else {
+                return;
+            };
+            if last_seen.is_some_and(|seen| seen != version) {
+                wakeups.orchestrator_work();
+                wakeups.worker_work();
+            }
+            last_seen = Some(version);
+        }),
+    }
+}
+
+#[async_trait]
+impl Provider for SqliteProvider {
+    async fn create_instance(&self, message: NewMessage) -> Result<bool, ProviderError> {
+        let created = self
+            .run("create_instance", move |c| {
+                orchestrator_queue::create_instance_from_client(c, &message)
+            })
+            .await?;
+        if created {
+            self.shared.wakeups.orchestrator_work();
+        }
+        Ok(created)
+    }
+
+    async fn enqueue_message(&self, message: NewMessage) -> Result<(), ProviderError> {
+        self.run("enqueue_message", move |c| {
+            orchestrator_queue::enqueue_from_client(c, &message)
+        })
+        .await?;
+        self.shared.wakeups.orchestrator_work();
+        Ok(())
+    }
+
+    async fn fetch_orchestration_item(
+        &self,
+        lock_timeout: Duration,
+        poll_timeout: Duration,
+    ) -> Result<Option<OrchestrationItem>, ProviderError> {
+        let lock_ms = duration_ms(lock_timeout);
+        self.shared
+            .wakeups
+            .long_poll(Queue::Orchestrator, poll_timeout, || {
+                self.run("fetch_orchestration_item", move |c| {
+                    orchestrator_queue::fetch(c, lock_ms)
+                })
+            })
+            .await
+    }
+
+    async fn ack_orchestration_item(&self, lock_token: &str, ack: TurnAck) -> Result<(), ProviderError> {
+        let token = lock_token.to_owned();
+        let effects = self
+            .run("ack_orchestration_item", move |c| turn_ack::ack(c, &token, &ack))
+            .await?;
+        if effects.orchestrator_work {
+            self.shared.wakeups.orchestrator_work();
+        }
+        if effects.worker_work {
+            self.shared.wakeups.worker_work();
+        }
+        Ok(())
+    }
+
+    async fn abandon_orchestration_item(
+        &self,
+        lock_token: &str,
+        delay: Option<Duration>,
+    ) -> Result<(), ProviderError> {
+        let token = lock_token.to_owned();
+        let delay_ms = delay.map(duration_ms);
+        self.run("abandon_orchestration_item", move |c| {
+            orchestrator_queue::abandon(c, &token, delay_ms)
+        })
+        .await?;
+        // Waiting fetches must look again: at once (no delay) or to learn the new due time.
+        self.shared.wakeups.orchestrator_work();
+        Ok(())
+    }
+
+    async fn renew_orchestration_item_lock(
+        &self,
+        lock_token: &str,
+        extend_by: Duration,
+    ) -> Result<(), ProviderError> {
+        let token = lock_token.to_owned();
+        let extend_ms = duration_ms(extend_by);
+        self.run("renew_orchestration_item_lock", move |c| {
+            orchestrator_queue::renew(c, &token, extend_ms)
+        })
+        .await
+    }
+
+    async fn fetch_work_item(
+        &self,
+        request: &WorkerFetch,
+        poll_timeout: Duration,
+    ) -> Result<Option<WorkItemLease>, ProviderError> {
+        let request = Arc::new(request.clone());
+        self.shared
+            .wakeups
+            .long_poll(Queue::Worker, poll_timeout, || {
+                let request = request.clone();
+                self.run("fetch_work_item", move |c| worker_queue::fetch(c, &request))
+            })
+            .await
+    }
+
+    async fn ack_work_item(
+        &self,
+        lock_token: &str,
+        completion: Option<NewMessage>,
+    ) -> Result<(), ProviderError> {
+        let token = lock_token.to_owned();
+        let enqueued = self
+            .run("ack_work_item", move |c| {
+                worker_queue::ack(c, &token, completion.as_ref())
+            })
+            .await?;
+        if enqueued {
+            self.shared.wakeups.orchestrator_work();
+        }
+        Ok(())
+    }
+
+    async fn abandon_work_item(
+        &self,
+        lock_token: &str,
+        delay: Option<Duration>,
+    ) -> Result<(), ProviderError> {
+        let token = lock_token.to_owned();
+        let delay_ms = delay.map(duration_ms);
+        self.run("abandon_work_item", move |c| {
+            worker_queue::abandon(c, &token, delay_ms)
+        })
+        .await?;
+        self.shared.wakeups.worker_work();
+        Ok(())
+    }
+
+    async fn renew_work_item_lock(&self, lock_token: &str, extend_by: Duration) -> Result<(), ProviderError> {
+        let token = lock_token.to_owned();
+        let extend_ms = duration_ms(extend_by);
+        self.run("renew_work_item_lock", move |c| {
+            worker_queue::renew(c, &token, extend_ms)
+        })
+        .await
+    }
+
+    async fn renew_session_leases(
+        &self,
+        owner_id: &str,
+        session_ids: &[String],
+        extend_by: Duration,
+    ) -> Result<usize, ProviderError> {
+        if session_ids.is_empty() {
+            return Ok(0);
+        }
+        let owner = owner_id.to_owned();
+        let sessions = session_ids.to_vec();
+        let extend_ms = duration_ms(extend_by);
+        self.run("renew_session_leases", move |c| {
+            worker_queue::renew_sessions(c, &owner, &sessions, extend_ms)
+        })
+        .await
+    }
+
+    async fn release_session(&self, owner_id: &str, session_id: &str) -> Result<(), ProviderError> {
+        let owner = owner_id.to_owned();
+        let session = session_id.to_owned();
+        let released = self
+            .run("release_session", move |c| {
+                worker_queue::release_session(c, &owner, &session)
+            })
+            .await?;
+        if released {
+            // Items of this session waiting for their owner may now go to any worker.
+            self.shared.wakeups.worker_work();
+        }
+        Ok(())
+    }
+
+    async fn get_instance_info(&self, instance_id: &str) -> Result<Option<InstanceInfo>, ProviderError> {
+        let id = instance_id.to_owned();
+        self.run("get_instance_info", move |c| reads::instance_info(c, &id))
+            .await
+    }
+
+    async fn get_custom_status(&self, instance_id: &str) -> Result<Option<CustomStatus>, ProviderError> {
+        let id = instance_id.to_owned();
+        self.run("get_custom_status", move |c| reads::custom_status(c, &id))
+            .await
+    }
+
+    async fn read_history(
+        &self,
+        instance_id: &str,
+        execution_id: u64,
+    ) -> Result<Vec<HistoryRecord>, ProviderError> {
+        let id = instance_id.to_owned();
+        self.run("read_history", move |c| reads::history(c, &id, execution_id))
+            .await
+    }
+
+    async fn get_kv_value(&self, instance_id: &str, key: &str) -> Result<Option<String>, ProviderError> {
+        let id = instance_id.to_owned();
+        let key = key.to_owned();
+        self.run("get_kv_value", move |c| reads::kv_value(c, &id, &key))
+            .await
+    }
+
+    async fn get_kv_entries(&self, instance_id: &str) -> Result<Vec<KvEntry>, ProviderError> {
+        let id = instance_id.to_owned();
+        self.run("get_kv_entries", move |c| reads::kv_entries(c, &id))
+            .await
+    }
+
+    async fn list_instances(&self, status: Option<InstanceStatus>) -> Result<Vec<String>, ProviderError> {
+        self.run("list_instances", move |c| management::list_instances(c, status))
+            .await
+    }
+
+    async fn list_executions(&self, instance_id: &str) -> Result<Vec<u64>, ProviderError> {
+        let id = instance_id.to_owned();
+        self.run("list_executions", move |c| management::list_executions(c, &id))
+            .await
+    }
+
+    async fn get_execution_info(
+        &self,
+        instance_id: &str,
+        execution_id: u64,
+    ) -> Result<Option<ExecutionInfo>, ProviderError> {
+        let id = instance_id.to_owned();
+        self.run("get_execution_info", move |c| {
+            management::execution_info(c, &id, execution_id)
+        })
+        .await
+    }
+
+    async fn get_instance_tree(&self, instance_id: &str) -> Result<Vec<String>, ProviderError> {
+        let id = instance_id.to_owned();
+        self.run("get_instance_tree", move |c| {
+            management::instance_tree(c, "get_instance_tree", &id)
+        })
+        .await
+    }
+
+    async fn delete_instance(&self, instance_id: &str, force: bool) -> Result<DeleteResult, ProviderError> {
+        let id = instance_id.to_owned();
+        self.run("delete_instance", move |c| {
+            retention::delete_instance(c, &id, force)
+        })
+        .await
+    }
+
+    async fn delete_instances_bulk(&self, filter: &InstanceFilter) -> Result<DeleteResult, ProviderError> {
+        let filter = filter.clone();
+        self.run("delete_instances_bulk", move |c| {
+            retention::delete_instances_bulk(c, &filter)
+        })
+        .await
+    }
+
+    async fn prune_executions(
+        &self,
+        instance_id: &str,
+        options: &PruneOptions,
+    ) -> Result<PruneResult, ProviderError> {
+        let id = instance_id.to_owned();
+        let options = options.clone();
+        self.run("prune_executions", move |c| {
+            retention::prune_executions(c, &id, &options)
+        })
+        .await
+    }
+
+    async fn prune_executions_bulk(
+        &self,
+        filter: &InstanceFilter,
+        options: &PruneOptions,
+    ) -> Result<PruneResult, ProviderError> {
+        let filter = filter.clone();
+        let options = options.clone();
+        self.run("prune_executions_bulk", move |c| {
+            retention::prune_executions_bulk(c, &filter, &options)
+        })
+        .await
+    }
+
+    async fn get_system_metrics(&self) -> Result<SystemMetrics, ProviderError> {
+        self.run("get_system_metrics", management::system_metrics).await
+    }
+
+    async fn get_queue_depths(&self) -> Result<QueueDepths, ProviderError> {
+        self.run("get_queue_depths", management::queue_depths).await
+    }
+
+    async fn get_instance_stats(&self, instance_id: &str) -> Result<Option<InstanceStats>, ProviderError> {
+        let id = instance_id.to_owned();
+        self.run("get_instance_stats", move |c| management::instance_stats(c, &id))
+            .await
+    }
+
+    fn wake_all(&self) {
+        self.shared.wakeups.wake_all();
+    }
+}

@@ -1,0 +1,293 @@
+//! The single writer: one thread owns the connection and runs every operation inside a transaction.
+//!
+//! Why one thread: SQLite allows one writer at a time, and two connections of the same process
+//! contending for it is exactly what produced "database is locked" under light load in earlier designs.
+//! With a single owner of the connection, the provider's own operations queue in a channel instead of
+//! racing for the file lock; `busy_timeout` only matters against *other* processes.
+//!
+//! Group commit: operations that queue up while a transaction runs are executed together in the next
+//! one, each inside its own savepoint. An operation that fails is rolled back to its savepoint alone;
+//! the others commit with a single `COMMIT` (one WAL append instead of many). Replies are sent only
+//! after the commit, so a caller never sees success for work that was not stored.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use duroxide_core::provider::{ProviderError, ProviderErrorKind};
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use crate::error::sql_error;
+
+/// Most operations run in one transaction; bounds how long the first of them waits for its reply.
+const MAX_BATCH: usize = 64;
+
+/// Called on the writer thread whenever it has been idle for `every`, with the connection.
+pub(crate) struct IdleHook {
+    pub(crate) every: Duration,
+    pub(crate) run: Box<dyn FnMut(&Connection) + Send>,
+}
+
+impl std::fmt::Debug for IdleHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdleHook")
+            .field("every", &self.every)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a transaction did not commit, delivered to every operation that was part of it.
+#[derive(Debug, Clone)]
+struct Failure {
+    kind: ProviderErrorKind,
+    message: String,
+}
+
+impl Failure {
+    fn from_sql(context: &str, err: rusqlite::Error) -> Failure {
+        let mapped = sql_error("transaction", err);
+        Failure {
+            kind: mapped.kind,
+            message: format!("{context}: {}", mapped.message),
+        }
+    }
+
+    fn into_error(self, operation: &'static str) -> ProviderError {
+        ProviderError::new(self.kind, operation, self.message)
+    }
+}
+
+/// Sends an operation's reply once its transaction committed (`Ok`) or failed (`Err`).
+type Deliver = Box<dyn FnOnce(Result<(), Failure>) + Send>;
+
+/// An executed operation awaiting the fate of its transaction.
+struct Executed {
+    succeeded: bool,
+    deliver: Deliver,
+}
+
+/// One queued operation, erased over its result type.
+trait Job: Send {
+    fn execute(self: Box<Self>, conn: &Connection) -> Executed;
+    /// Fails the operation without running it (the transaction could not even start).
+    fn reject(self: Box<Self>, failure: Failure);
+}
+
+struct TypedJob<T, F> {
+    operation: &'static str,
+    work: F,
+    reply: oneshot::Sender<Result<T, ProviderError>>,
+}
+
+impl<T, F> Job for TypedJob<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, ProviderError> + Send,
+{
+    fn execute(self: Box<Self>, conn: &Connection) -> Executed {
+        let TypedJob {
+            operation,
+            work,
+            reply,
+        } = *self;
+        let result = work(conn);
+        let succeeded = result.is_ok();
+        let deliver: Deliver = Box::new(move |commit| {
+            let outcome = match commit {
+                Ok(()) => result,
+                // The operation's own error explains more than the transaction's.
+                Err(failure) => result.and_then(|_| Err(failure.into_error(operation))),
+            };
+            // The caller may have stopped waiting (a cancelled fetch); its lease then simply expires.
+            let _ = reply.send(outcome);
+        });
+        Executed { succeeded, deliver }
+    }
+
+    fn reject(self: Box<Self>, failure: Failure) {
+        let _ = self.reply.send(Err(failure.into_error(self.operation)));
+    }
+}
+
+/// Handle to the writer thread. Dropping it lets queued work finish, then closes the connection.
+pub(crate) struct Writer {
+    sender: Option<mpsc::Sender<Box<dyn Job>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("running", &self.sender.is_some())
+            .finish()
+    }
+}
+
+impl Writer {
+    /// Moves `conn` onto a new writer thread.
+    pub(crate) fn start(conn: Connection, idle: Option<IdleHook>) -> std::io::Result<Writer> {
+        let (sender, receiver) = mpsc::channel::<Box<dyn Job>>();
+        let thread = std::thread::Builder::new()
+            .name("duroxide-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, receiver, idle))?;
+        Ok(Writer {
+            sender: Some(sender),
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `work` on the writer thread inside a transaction and returns its result once committed. An
+    /// `Err` from `work` rolls back everything it did.
+    pub(crate) async fn run<T, F>(&self, operation: &'static str, work: F) -> Result<T, ProviderError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, ProviderError> + Send + 'static,
+    {
+        let (reply, receiver) = oneshot::channel();
+        let job: Box<dyn Job> = Box::new(TypedJob {
+            operation,
+            work,
+            reply,
+        });
+        let sender = self.sender.as_ref().ok_or_else(|| stopped(operation))?;
+        sender.send(job).map_err(|_| stopped(operation))?;
+        receiver.await.map_err(|_| stopped(operation))?
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the channel ends the loop after the queued work; joining makes "provider dropped"
+        // mean "connection closed", so a test (or an application) can reopen the file at once.
+        self.sender.take();
+        if let Some(thread) = self.thread.take() {
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+fn stopped(operation: &'static str) -> ProviderError {
+    ProviderError::permanent(
+        operation,
+        "the SQLite writer thread stopped before answering (the operation panicked or the provider is closing)",
+    )
+}
+
+fn writer_loop(conn: Connection, receiver: mpsc::Receiver<Box<dyn Job>>, mut idle: Option<IdleHook>) {
+    loop {
+        let first = match &mut idle {
+            Some(hook) => match receiver.recv_timeout(hook.every) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    (hook.run)(&conn);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            },
+            None => match receiver.recv() {
+                Ok(job) => job,
+                Err(mpsc::RecvError) => return,
+            },
+        };
+        let mut batch = Vec::with_capacity(8);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&conn, batch);
+    }
+}
+
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
+/// Runs `jobs` in as few transactions as possible (one, unless SQLite aborts a transaction midway).
+fn run_batch(conn: &Connection, jobs: Vec<Box<dyn Job>>) {
+    let mut jobs = jobs.into_iter();
+    while jobs.len() > 0 {
+        if let Err(err) = exec(conn, "BEGIN IMMEDIATE") {
+            let failure = Failure::from_sql("starting the transaction", err);
+            jobs.for_each(|job| job.reject(failure.clone()));
+            return;
+        }
+        // A lone operation needs no savepoint: its failure rolls back the whole transaction.
+        let savepoints = jobs.len() > 1;
+        let mut committed: Vec<Deliver> = Vec::with_capacity(jobs.len());
+        let mut aborted = false;
+        for job in jobs.by_ref() {
+            if savepoints {
+                if let Err(err) = exec(conn, "SAVEPOINT job") {
+                    job.reject(Failure::from_sql("starting the savepoint", err));
+                    continue;
+                }
+            }
+            let executed =
+                catch_unwind(AssertUnwindSafe(|| job.execute(conn))).unwrap_or_else(|_| Executed {
+                    // The reply channel was dropped while unwinding, so the caller learns of the failure.
+                    succeeded: false,
+                    deliver: Box::new(|_| {}),
+                });
+            if conn.is_autocommit() {
+                // SQLite rolled the whole transaction back (I/O error, full disk, interrupted): the
+                // operations before this one lost their work too. Fail them, and start afresh.
+                let failure = Failure {
+                    kind: ProviderErrorKind::Retryable,
+                    message: "SQLite rolled the transaction back; nothing of this operation was stored"
+                        .into(),
+                };
+                committed
+                    .drain(..)
+                    .for_each(|deliver| deliver(Err(failure.clone())));
+                (executed.deliver)(Err(failure));
+                aborted = true;
+                break;
+            }
+            if executed.succeeded {
+                if savepoints {
+                    if let Err(err) = exec(conn, "RELEASE job") {
+                        (executed.deliver)(Err(Failure::from_sql("releasing the savepoint", err)));
+                        continue;
+                    }
+                }
+                committed.push(executed.deliver);
+            } else {
+                let undo = if savepoints {
+                    exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
+                } else {
+                    exec(conn, "ROLLBACK")
+                };
+                if let Err(err) = undo {
+                    tracing::error!(error = %err, "rolling back a failed SQLite operation failed");
+                }
+                (executed.deliver)(Ok(()));
+            }
+        }
+        if aborted {
+            continue;
+        }
+        if conn.is_autocommit() {
+            // The lone operation failed and was rolled back above; nothing is left to commit.
+            return;
+        }
+        match exec(conn, "COMMIT") {
+            Ok(()) => committed.into_iter().for_each(|deliver| deliver(Ok(()))),
+            Err(err) => {
+                let failure = Failure::from_sql("committing", err);
+                if !conn.is_autocommit() {
+                    let _ = exec(conn, "ROLLBACK");
+                }
+                committed
+                    .into_iter()
+                    .for_each(|deliver| deliver(Err(failure.clone())));
+            }
+        }
+    }
+}
