@@ -183,8 +183,8 @@ fn prune_one(
     };
     for (newest_first, (execution_id, completed_at)) in executions.into_iter().enumerate() {
         // Both criteria must hold for an execution to go; the current one always stays.
-        let old_enough = keep_last.map_or(true, |keep| newest_first >= keep);
-        let completed_early = before.map_or(true, |t| completed_at.is_some_and(|at| at < t));
+        let old_enough = keep_last.is_none_or(|keep| newest_first >= keep);
+        let completed_early = before.is_none_or(|t| completed_at.is_some_and(|at| at < t));
         if execution_id == current || !old_enough || !completed_early {
             continue;
         }

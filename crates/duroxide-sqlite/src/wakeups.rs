@@ -110,3 +110,75 @@ impl Wakeups {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    /// Starts a long poll that never finds anything and counts its looks.
+    fn idle_poll(
+        wakeups: &Arc<Wakeups>,
+        queue: Queue,
+        next_due_ms: Option<i64>,
+    ) -> (
+        Arc<AtomicUsize>,
+        tokio::task::JoinHandle<Result<Option<()>, ProviderError>>,
+    ) {
+        let looks = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let (wakeups, looks) = (wakeups.clone(), looks.clone());
+            async move {
+                wakeups
+                    .long_poll(queue, Duration::from_secs(60), || {
+                        looks.fetch_add(1, Ordering::SeqCst);
+                        async move { Ok(Polled::<()>::Empty { next_due_ms }) }
+                    })
+                    .await
+            }
+        });
+        (looks, task)
+    }
+
+    async fn until_looked(looks: &AtomicUsize, times: usize) {
+        while looks.load(Ordering::SeqCst) < times {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn one_wake_all_ends_a_registered_wait() {
+        let wakeups = Arc::new(Wakeups::default());
+        let (looks, task) = idle_poll(&wakeups, Queue::Worker, None);
+        until_looked(&looks, 1).await;
+        wakeups.wake_all();
+        let result = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("ended")
+            .expect("join");
+        assert_eq!(result.expect("ok"), None);
+        assert_eq!(looks.load(Ordering::SeqCst), 2, "looks once more, then gives up");
+    }
+
+    #[tokio::test]
+    async fn work_on_the_queue_triggers_another_look() {
+        let wakeups = Arc::new(Wakeups::default());
+        let (looks, task) = idle_poll(&wakeups, Queue::Orchestrator, None);
+        until_looked(&looks, 1).await;
+        wakeups.worker_work(); // the other queue: no look
+        wakeups.orchestrator_work();
+        until_looked(&looks, 2).await;
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_due_time_triggers_another_look() {
+        let wakeups = Arc::new(Wakeups::default());
+        let (looks, task) = idle_poll(&wakeups, Queue::Orchestrator, Some(now_ms() + 20));
+        tokio::time::timeout(Duration::from_secs(5), until_looked(&looks, 3))
+            .await
+            .expect("looked again when due");
+        task.abort();
+    }
+}
