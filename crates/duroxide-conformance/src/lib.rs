@@ -323,6 +323,7 @@ macro_rules! __with_check_list {
                 bulk_delete_respects_the_limit,
                 bulk_delete_cascades_to_descendants,
                 prune_without_options_is_invalid_input,
+                bulk_prune_without_criteria_is_invalid_input,
                 prune_keep_last_keeps_the_newest,
                 prune_never_deletes_the_current_execution,
                 prune_by_completion_time,

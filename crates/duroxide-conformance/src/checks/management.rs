@@ -573,7 +573,8 @@ async fn with_executions(p: &P, instance: &str, n: u64) -> CheckResult {
     Ok(())
 }
 
-/// Prune without `keep_last` or `completed_before_ms` is `InvalidInput`, for one instance and in bulk.
+/// Prune without `keep_last` or `completed_before_ms` is `InvalidInput`, for one instance and in bulk,
+/// and prunes nothing.
 pub async fn prune_without_options_is_invalid_input(factory: &dyn ProviderFactory) -> CheckResult {
     let p = factory.create().await;
     with_executions(&p, "i1", 2).await?;
@@ -592,13 +593,23 @@ pub async fn prune_without_options_is_invalid_input(factory: &dyn ProviderFactor
         ProviderErrorKind::InvalidInput,
         "bulk prune without options",
     )?;
+    ensure_eq!(p.list_executions("i1").await?, vec![1, 2], "executions");
+    Ok(())
+}
+
+/// Bulk prune with an empty instance filter is `InvalidInput` (an `InstanceFilter` needs at least one
+/// criterion) and prunes nothing, rather than pruning every instance.
+pub async fn bulk_prune_without_criteria_is_invalid_input(factory: &dyn ProviderFactory) -> CheckResult {
+    let p = factory.create().await;
+    with_executions(&p, "i1", 2).await?;
     let keep = PruneOptions {
         keep_last: Some(1),
         ..PruneOptions::default()
     };
     let empty = InstanceFilter::default();
+    let result = p.prune_executions_bulk(&empty, &keep).await;
     expect_kind(
-        p.prune_executions_bulk(&empty, &keep).await,
+        result,
         ProviderErrorKind::InvalidInput,
         "bulk prune without a filter",
     )?;
