@@ -268,11 +268,12 @@ mod tests {
             Pin::new(&mut j).poll(&mut noop_cx()),
             Poll::Ready(vec![0, 1, 2, 3, 4])
         );
-        let mut s = select(vec![
-            std::future::pending(),
-            std::future::ready(7),
-            std::future::ready(8),
-        ]);
+        let futures: Vec<Pin<Box<dyn Future<Output = i32>>>> = vec![
+            Box::pin(std::future::pending()),
+            Box::pin(std::future::ready(7)),
+            Box::pin(std::future::ready(8)),
+        ];
+        let mut s = select(futures);
         assert_eq!(Pin::new(&mut s).poll(&mut noop_cx()), Poll::Ready((1, 7)));
     }
 }

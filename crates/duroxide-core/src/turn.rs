@@ -57,7 +57,7 @@ pub struct TurnReport {
 pub enum TurnDecision {
     /// Commit this ack. `engine` is the live engine to keep in the instance cache (only while running).
     Ack {
-        ack: TurnAck,
+        ack: Box<TurnAck>,
         engine: Option<ReplayEngine>,
         report: TurnReport,
     },
@@ -67,7 +67,7 @@ pub enum TurnDecision {
 }
 
 /// Processes one fetched item. `cached` is this instance's engine from the previous turn, if any;
-/// it is used only when it provably matches the stored history.
+/// it is used only when it provably matches the stored history (same execution, same length).
 pub fn process_item(
     item: &OrchestrationItem,
     registry: &OrchestrationRegistry,
@@ -94,20 +94,42 @@ pub fn process_item(
         );
     }
 
-    let decoded = codec::decode_history(&item.history)
-        .map_err(|e| e.to_string())
-        .and_then(|history| {
-            let messages = item
-                .messages
-                .iter()
-                .map(|m| codec::decode_message(&m.payload).map_err(|e| e.to_string()))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok((history, messages))
-        });
-    let (history, mut messages) = match decoded {
-        Ok(ok) => ok,
+    let messages = item
+        .messages
+        .iter()
+        .map(|m| codec::decode_message(&m.payload).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>();
+    let mut messages = match messages {
+        Ok(messages) => messages,
         Err(reason) => {
-            let reason = format!("instance {instance_id}: stored data is unreadable: {reason}");
+            let reason = format!("instance {instance_id}: a stored message is unreadable: {reason}");
+            return retry_or_fail(
+                item,
+                options,
+                execution_id,
+                next_event_id,
+                ErrorKind::Poison,
+                reason,
+            );
+        }
+    };
+
+    // Instance cache: an engine that has seen exactly the stored history runs the turn without
+    // decoding or replaying it, so a turn's cost does not grow with history length.
+    if let Some(engine) = cached.filter(|e| {
+        e.is_started()
+            && *e.status() == TurnStatus::Running
+            && e.execution_id() == execution_id
+            && e.history_len() == item.history.len() as u64
+            && next_event_id == e.history_len() + 1
+    }) {
+        return run(item, engine, messages, options, None);
+    }
+
+    let history = match codec::decode_history(&item.history) {
+        Ok(history) => history,
+        Err(reason) => {
+            let reason = format!("instance {instance_id}: stored history is unreadable: {reason}");
             return retry_or_fail(
                 item,
                 options,
@@ -168,56 +190,53 @@ pub fn process_item(
         );
     };
 
-    let reusable = cached.filter(|e| {
-        !needs_start
-            && e.is_started()
-            && e.execution_id() == execution_id
-            && e.history_len() == history.len() as u64
-            && *e.status() == TurnStatus::Running
-    });
-    let mut engine = match reusable {
-        Some(engine) => engine,
-        None => {
-            // The execution after a continue-as-new starts from the KV state the previous one left.
-            let kv = if needs_start && execution_id != item.instance.current_execution_id {
-                kv_after(&item.kv_snapshot, &history)
-            } else {
-                item.kv_snapshot.clone()
-            };
-            let mut engine = ReplayEngine::new(
-                instance_id.clone(),
-                execution_id,
-                handler,
-                resolved_version.clone(),
-                kv,
-            );
-            if !needs_start {
-                let replayed = engine.replay(&history);
-                if replayed.status != TurnStatus::Running {
-                    let discarded = messages
-                        .iter()
-                        .map(|m| Discarded {
-                            message: m.name(),
-                            reason: "the execution failed during replay".into(),
-                        })
-                        .collect();
-                    return ack_output(item, replayed, None, discarded, false);
-                }
-            }
-            engine
-        }
+    // The execution after a continue-as-new starts from the KV state the previous one left.
+    let kv = if needs_start && execution_id != item.instance.current_execution_id {
+        kv_after(&item.kv_snapshot, &history)
+    } else {
+        item.kv_snapshot.clone()
     };
+    let mut engine = ReplayEngine::new(
+        instance_id.clone(),
+        execution_id,
+        handler,
+        resolved_version.clone(),
+        kv,
+    );
+    if needs_start {
+        return run(item, engine, messages, options, Some((name, resolved_version)));
+    }
+    let replayed = engine.replay(&history);
+    if replayed.status != TurnStatus::Running {
+        let discarded = messages
+            .iter()
+            .map(|m| Discarded {
+                message: m.name(),
+                reason: "the execution failed during replay".into(),
+            })
+            .collect();
+        return ack_output(item, replayed, None, discarded, false);
+    }
+    run(item, engine, messages, options, None)
+}
+
+/// Runs the turn on a ready engine; `started` names the execution this turn starts.
+fn run(
+    item: &OrchestrationItem,
+    mut engine: ReplayEngine,
+    messages: Vec<OrchestratorMessage>,
+    options: &TurnOptions,
+    started: Option<(String, String)>,
+) -> TurnDecision {
     let output = match engine.run_turn(messages, options.now_ms, options.entropy) {
         Ok(output) => output,
         Err(e) => return drop_all(item, &e.to_string()),
     };
     let keep = (output.status == TurnStatus::Running).then_some(engine);
-    let mut decision = ack_output(item, output, keep, Vec::new(), needs_start);
-    if let TurnDecision::Ack { ack, .. } = &mut decision {
-        if needs_start {
-            ack.name = Some(name);
-            ack.version = Some(resolved_version);
-        }
+    let mut decision = ack_output(item, output, keep, Vec::new(), started.is_some());
+    if let (TurnDecision::Ack { ack, .. }, Some((name, version))) = (&mut decision, started) {
+        ack.name = Some(name);
+        ack.version = Some(version);
     }
     decision
 }
@@ -361,10 +380,10 @@ fn drop_all(item: &OrchestrationItem, reason: &str) -> TurnDecision {
             reason: reason.to_string(),
         })
         .collect();
-    let ack = TurnAck {
+    let ack = Box::new(TurnAck {
         execution_id: item.instance.current_execution_id,
         ..TurnAck::default()
-    };
+    });
     let report = TurnReport {
         outcome: TurnOutcome::Dropped,
         started_execution: false,
@@ -387,6 +406,7 @@ fn ack_output(
     started_execution: bool,
 ) -> TurnDecision {
     let (ack, sub_orchestrations_started) = build_ack(&item.instance_id, &output);
+    let ack = Box::new(ack);
     let outcome = match &output.status {
         TurnStatus::Running => TurnOutcome::Running,
         TurnStatus::Completed { .. } => TurnOutcome::Completed,

@@ -257,17 +257,18 @@ impl ReplayEngine {
             st.replaying = false;
         }
         let mut discarded = Vec::new();
-        let mut messages = messages.into_iter();
+        let mut messages: std::collections::VecDeque<OrchestratorMessage> = messages.into();
         if !self.started {
-            let Some(first) = messages.next() else {
-                return Ok(self.take_output());
-            };
-            match first {
-                OrchestratorMessage::StartOrchestration { .. }
-                | OrchestratorMessage::ContinueAsNew { .. } => {
-                    self.start_from(first);
+            match messages.pop_front() {
+                None => return Ok(self.take_output()),
+                Some(first @ OrchestratorMessage::StartOrchestration { .. })
+                | Some(first @ OrchestratorMessage::ContinueAsNew { .. }) => {
+                    // Carried messages were sent before anything still queued: deliver them first.
+                    for carried in self.start_from(first).into_iter().rev() {
+                        messages.push_front(carried);
+                    }
                 }
-                other => return Err(EngineError::NotAStart(other.name())),
+                Some(other) => return Err(EngineError::NotAStart(other.name())),
             }
         }
         for message in messages {
@@ -284,9 +285,9 @@ impl ReplayEngine {
         Ok(out)
     }
 
-    /// Starts the execution from its start message, recording `OrchestrationStarted` and the carried
-    /// messages of a continue-as-new.
-    fn start_from(&mut self, message: OrchestratorMessage) {
+    /// Starts the execution from its start message by recording `OrchestrationStarted`; returns the
+    /// messages a continue-as-new carried over, to be delivered next.
+    fn start_from(&mut self, message: OrchestratorMessage) -> Vec<OrchestratorMessage> {
         let (name, version, input, parent, custom_status, carried) = match message {
             OrchestratorMessage::StartOrchestration {
                 name,
@@ -316,17 +317,14 @@ impl ReplayEngine {
         };
         let event = self.lock().push_event(None, kind);
         self.apply_new_event(event);
-        for carried in carried {
-            let kind = match carried {
-                CarriedMessage::Event { name, data } => EventKind::ExternalEventReceived { name, data },
-                CarriedMessage::Queue { queue, data } => EventKind::QueueMessageReceived { queue, data },
-                CarriedMessage::Cancel { reason } => EventKind::CancelRequested { reason },
-            };
-            if self.status == TurnStatus::Running {
-                let event = self.lock().push_event(None, kind);
-                self.apply_new_event(event);
-            }
-        }
+        carried
+            .into_iter()
+            .map(|c| match c {
+                CarriedMessage::Event { name, data } => OrchestratorMessage::ExternalEvent { name, data },
+                CarriedMessage::Queue { queue, data } => OrchestratorMessage::QueueMessage { queue, data },
+                CarriedMessage::Cancel { reason } => OrchestratorMessage::CancelRequested { reason },
+            })
+            .collect()
     }
 
     /// Turns a message into the history event it causes, or explains why it has no effect.
