@@ -34,15 +34,17 @@ pub fn timer_then_activity() -> Vec<Event> {
         .build()
 }
 
-/// An external event that arrived before the orchestration waited for it:
+/// An external event that arrived before the orchestration waited for it; the wait took it from the
+/// buffer at once and the code went on to use it in the same turn:
 /// 1 Started, 2 ActivityScheduled(Prepare), 3 ExternalEventReceived(approval), 4 ActivityCompleted(2),
-/// 5 ExternalSubscribed(approval).
+/// 5 ExternalSubscribed(approval), 6 ActivityScheduled(Use, "yes").
 pub fn early_external_event() -> Vec<Event> {
     HistoryBuilder::started("Approval", "")
         .activity_scheduled("Prepare", "")
         .external_event("approval", "yes")
         .activity_completed(2, "ready")
         .external_subscribed("approval")
+        .activity_scheduled("Use", "yes")
         .build()
 }
 
