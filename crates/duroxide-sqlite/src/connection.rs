@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, DatabaseName, ErrorCode, OpenFlags};
 
+use crate::checkpointer;
 use crate::error::OpenError;
 use crate::migrations;
 
@@ -73,6 +74,13 @@ pub(crate) fn open_file(path: &Path) -> Result<Connection, OpenError> {
     }
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(|source| setup(path, "setting synchronous", source))?;
+    // Checkpoints run on a background connection (see `checkpointer`); inline ones only as a backstop.
+    conn.pragma_update(
+        None,
+        "wal_autocheckpoint",
+        checkpointer::WRITER_AUTOCHECKPOINT_PAGES,
+    )
+    .map_err(|source| setup(path, "setting wal_autocheckpoint", source))?;
     configure(&conn, path)?;
     migrations::migrate(&mut conn, path)?;
     Ok(conn)

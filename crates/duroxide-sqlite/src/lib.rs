@@ -31,6 +31,7 @@
 //! # Ok::<(), duroxide_sqlite::OpenError>(())
 //! ```
 
+mod checkpointer;
 mod clock;
 mod connection;
 mod error;

@@ -12,6 +12,7 @@ use duroxide_core::provider::{
 };
 use rusqlite::Connection;
 
+use crate::checkpointer::Checkpointer;
 use crate::clock::duration_ms;
 use crate::connection;
 use crate::error::OpenError;
@@ -33,7 +34,10 @@ pub struct SqliteProvider {
 struct Shared {
     location: Location,
     wakeups: Arc<Wakeups>,
+    // Dropped in this order: the writer finishes its queue and closes the main connection before the
+    // checkpointer's connection closes (the last one to close folds the WAL into the file).
     writer: Writer,
+    _checkpointer: Option<Checkpointer>,
 }
 
 impl std::fmt::Debug for SqliteProvider {
@@ -73,23 +77,32 @@ impl SqliteProvider {
 
     fn open_location(location: Location) -> Result<SqliteProvider, OpenError> {
         let wakeups = Arc::new(Wakeups::default());
-        let (conn, idle) = match &location {
-            Location::File(path) => (
-                connection::open_file(path)?,
-                Some(external_change_watch(wakeups.clone())),
-            ),
-            Location::Memory => (connection::open_memory()?, None),
-        };
-        let writer = Writer::start(conn, idle).map_err(|source| OpenError::Thread {
+        let thread_error = |source| OpenError::Thread {
             path: location.path().unwrap_or(Path::new(":memory:")).to_owned(),
             source,
-        })?;
+        };
+        let (writer, checkpointer) = match &location {
+            Location::File(path) => {
+                let conn = connection::open_file(path)?;
+                let checkpointer = Checkpointer::start(path).map_err(thread_error)?;
+                let idle = Some(external_change_watch(wakeups.clone()));
+                let writer =
+                    Writer::start(conn, idle, Some(checkpointer.commit_counter())).map_err(thread_error)?;
+                (writer, Some(checkpointer))
+            }
+            Location::Memory => {
+                let conn = connection::open_memory()?;
+                (Writer::start(conn, None, None).map_err(thread_error)?, None)
+            }
+        };
+        let shared = Shared {
+            location,
+            wakeups,
+            writer,
+            _checkpointer: checkpointer,
+        };
         Ok(SqliteProvider {
-            shared: Arc::new(Shared {
-                location,
-                wakeups,
-                writer,
-            }),
+            shared: Arc::new(shared),
         })
     }
 

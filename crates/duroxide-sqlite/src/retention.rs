@@ -127,12 +127,7 @@ pub(crate) fn delete_instances_bulk(
     filter: &InstanceFilter,
 ) -> Result<DeleteResult, ProviderError> {
     const OP: &str = "delete_instances_bulk";
-    if filter.instance_ids.is_none() && filter.completed_before_ms.is_none() {
-        return Err(ProviderError::invalid_input(
-            OP,
-            "a bulk delete needs instance_ids or completed_before_ms (a limit alone would select everything)",
-        ));
-    }
+    check_filter(OP, filter)?;
     let mut total = DeleteResult::default();
     for root in select_instances(conn, OP, filter, true)? {
         let tree = instance_tree(conn, OP, &root)?;
@@ -143,6 +138,18 @@ pub(crate) fn delete_instances_bulk(
         total.queue_messages_deleted += deleted.queue_messages_deleted;
     }
     Ok(total)
+}
+
+/// An `InstanceFilter` needs a criterion: `limit` alone is a cap, not a selection, and an empty
+/// filter selecting every instance is far more likely a mistake than an intent.
+fn check_filter(operation: &'static str, filter: &InstanceFilter) -> Result<(), ProviderError> {
+    if filter.instance_ids.is_none() && filter.completed_before_ms.is_none() {
+        return Err(ProviderError::invalid_input(
+            operation,
+            "the instance filter needs instance_ids or completed_before_ms (a limit alone selects nothing)",
+        ));
+    }
+    Ok(())
 }
 
 fn check_prune_options(operation: &'static str, options: &PruneOptions) -> Result<(), ProviderError> {
@@ -214,12 +221,14 @@ pub(crate) fn prune_executions(
 
 /// `Provider::prune_executions_bulk`: every instance the filter selects (running ones too: pruning
 /// matters most for long-lived instances that continue as new), counted in `instances_processed`.
+/// The filter's `completed_before_ms` compares with the instance's `updated_at_ms`, as in bulk deletes.
 pub(crate) fn prune_executions_bulk(
     conn: &Connection,
     filter: &InstanceFilter,
     options: &PruneOptions,
 ) -> Result<PruneResult, ProviderError> {
     const OP: &str = "prune_executions_bulk";
+    check_filter(OP, filter)?;
     check_prune_options(OP, options)?;
     let mut total = PruneResult::default();
     for id in select_instances(conn, OP, filter, false)? {

@@ -33,8 +33,9 @@ const CANCEL_WORK_ITEM: &str =
 
 const DELETE_FETCHED: &str = "DELETE FROM orchestrator_queue WHERE instance_id = ?1 AND lock_token = ?2";
 
-/// Writes the instance's metadata and releases its lock in one statement. `?6` resets the output when a
-/// new execution starts without one.
+/// Writes the instance's metadata and releases its lock in one statement, and reports whether the
+/// instance still has messages (ones that arrived during the turn). `?6` resets the output when a new
+/// execution starts without one.
 const UPDATE_INSTANCE: &str = "
     UPDATE instances SET
         lock_token = NULL, locked_until_ms = NULL, updated_at_ms = ?2, current_execution_id = ?3,
@@ -43,9 +44,8 @@ const UPDATE_INSTANCE: &str = "
         name = COALESCE(?7, name), version = COALESCE(?8, version),
         custom_status = CASE WHEN ?9 THEN ?10 ELSE custom_status END,
         custom_status_version = custom_status_version + ?9
-    WHERE instance_id = ?1";
-
-const HAS_MESSAGES: &str = "SELECT EXISTS (SELECT 1 FROM orchestrator_queue WHERE instance_id = ?1)";
+    WHERE instance_id = ?1
+    RETURNING EXISTS (SELECT 1 FROM orchestrator_queue WHERE instance_id = ?1)";
 
 /// `Provider::ack_orchestration_item`.
 pub(crate) fn ack(conn: &Connection, token: &str, ack: &TurnAck) -> Result<AckEffects, ProviderError> {
@@ -132,30 +132,28 @@ pub(crate) fn ack(conn: &Connection, token: &str, ack: &TurnAck) -> Result<AckEf
         CustomStatusChange::Unchanged => (false, None),
         CustomStatusChange::Set(value) => (true, value.as_deref()),
     };
-    conn.prepare_cached(UPDATE_INSTANCE)
+    let has_messages: bool = conn
+        .prepare_cached(UPDATE_INSTANCE)
         .and_then(|mut stmt| {
-            stmt.execute(params![
-                instance_id,
-                now,
-                ack.execution_id,
-                instance_status.map(|s| s.as_str()),
-                ack.output,
-                new_execution,
-                ack.name,
-                ack.version,
-                custom_set,
-                custom_value
-            ])
+            stmt.query_row(
+                params![
+                    instance_id,
+                    now,
+                    ack.execution_id,
+                    instance_status.map(|s| s.as_str()),
+                    ack.output,
+                    new_execution,
+                    ack.name,
+                    ack.version,
+                    custom_set,
+                    custom_value
+                ],
+                |row| row.get(0),
+            )
         })
         .map_err(sql(OP))?;
-
     // Messages that arrived during the turn wait for this lock's release; their fetchers must hear of it.
-    if !effects.orchestrator_work {
-        effects.orchestrator_work = conn
-            .prepare_cached(HAS_MESSAGES)
-            .and_then(|mut stmt| stmt.query_row([&instance_id], |row| row.get(0)))
-            .map_err(sql(OP))?;
-    }
+    effects.orchestrator_work |= has_messages;
     Ok(effects)
 }
 
