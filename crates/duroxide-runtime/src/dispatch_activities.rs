@@ -1,0 +1,270 @@
+//! The activity dispatcher: fetch a work item, run its activity with lease renewal and cancellation,
+//! and ack its completion. Also keeps this runtime's session leases alive.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use duroxide_core::codec;
+use duroxide_core::context::SYSCALL_GET_KV_VALUE;
+use duroxide_core::message::ActivityWork;
+use duroxide_core::provider::{NewMessage, ProviderErrorKind, SessionRouting, WorkItemLease, WorkerFetch};
+use duroxide_core::{ErrorDetails, ErrorKind, OrchestratorMessage};
+
+use crate::activity::ActivityContext;
+use crate::cancel::CancelSignal;
+use crate::dispatch_orchestrations::ErrorBackoff;
+use crate::metrics::Metrics;
+use crate::runtime::Shared;
+
+/// One worker slot: loops until the runtime stops.
+pub(crate) async fn run(shared: Arc<Shared>) {
+    let mut backoff = ErrorBackoff::default();
+    while !shared.stopping() {
+        let request = WorkerFetch {
+            lock_timeout: shared.options.worker_lock_timeout,
+            tag_filter: shared.options.worker_tag_filter.clone(),
+            session: Some(SessionRouting {
+                owner_id: shared.node_id.clone(),
+                lease: shared.sessions.lease(),
+                may_claim_new: shared.sessions.may_claim_new(),
+            }),
+        };
+        match shared
+            .provider
+            .fetch_work_item(&request, shared.options.dispatcher_poll_interval)
+            .await
+        {
+            Ok(Some(lease)) => {
+                backoff.reset();
+                Metrics::inc(&shared.metrics.worker_dispatcher_items_fetched);
+                let session = lease.session_id.clone();
+                if let Some(s) = &session {
+                    shared.sessions.begin(s);
+                }
+                execute(&shared, lease).await;
+                if let Some(s) = &session {
+                    shared.sessions.end(s);
+                }
+            }
+            Ok(None) => backoff.reset(),
+            Err(error) => {
+                Metrics::inc(&shared.metrics.provider_errors);
+                tracing::warn!(target: "duroxide::runtime", %error, "fetching a work item failed");
+                backoff.wait(&shared).await;
+            }
+        }
+    }
+}
+
+/// The completion message for an activity, built from the lease's explicit identity (so it can be
+/// sent even when the payload itself is unreadable).
+fn completion(lease: &WorkItemLease, result: Result<String, ErrorDetails>) -> NewMessage {
+    let (execution_id, event_id) = (lease.activity.execution_id, lease.activity.event_id);
+    let message = match result {
+        Ok(result) => OrchestratorMessage::ActivityCompleted {
+            execution_id,
+            event_id,
+            result,
+        },
+        Err(error) => OrchestratorMessage::ActivityFailed {
+            execution_id,
+            event_id,
+            error,
+        },
+    };
+    NewMessage {
+        instance_id: lease.activity.instance_id.clone(),
+        payload: codec::encode_message(&message),
+        visible_at_ms: None,
+        creates: None,
+    }
+}
+
+async fn execute(shared: &Shared, lease: WorkItemLease) {
+    let max = shared.options.max_attempts;
+    if lease.attempt > max {
+        let message = format!(
+            "activity {} of instance {} was fetched {} times without completing (max_attempts {max})",
+            lease.activity.event_id, lease.activity.instance_id, lease.attempt
+        );
+        Metrics::inc(&shared.metrics.activity_poison);
+        return finish(shared, &lease, Err(ErrorDetails::new(ErrorKind::Poison, message))).await;
+    }
+    let work = match codec::decode_activity(&lease.payload) {
+        Ok(work) => work,
+        Err(error) => {
+            let reason = format!(
+                "work item for instance {} is unreadable: {error}",
+                lease.activity.instance_id
+            );
+            return retry_or_fail(shared, &lease, ErrorKind::Poison, reason).await;
+        }
+    };
+    if work.name == SYSCALL_GET_KV_VALUE {
+        let result = syscall_get_kv_value(shared, &work).await;
+        return finish(shared, &lease, result).await;
+    }
+    let Some(handler) = shared.activities.get(&work.name) else {
+        let reason = format!(
+            "activity {:?} is not registered on worker {}",
+            work.name, shared.node_id
+        );
+        return retry_or_fail(shared, &lease, ErrorKind::Configuration, reason).await;
+    };
+
+    let cancel = CancelSignal::default();
+    shared
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(lease.activity.clone(), cancel.clone());
+    let ctx = ActivityContext {
+        work: Arc::new(work),
+        worker_id: Arc::from(shared.node_id.as_str()),
+        attempt: lease.attempt,
+        cancel: cancel.clone(),
+        provider: shared.provider.clone(),
+    };
+    let input = ctx.work.input.clone();
+    let mut activity = handler.invoke(ctx, input);
+    // Renew often enough that a cancellation committed by another process (which deletes the item)
+    // is noticed within about half a second, and the lease never lapses while the activity runs.
+    let renew_every = (shared.options.worker_lock_timeout / 3).min(Duration::from_millis(500));
+    let mut ticker = tokio::time::interval(renew_every);
+    ticker.tick().await;
+    let outcome = loop {
+        tokio::select! {
+            result = &mut activity => break Some(result),
+            _ = ticker.tick(), if !cancel.is_cancelled() => {
+                match shared.provider.renew_work_item_lock(&lease.lock_token, shared.options.worker_lock_timeout).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind == ProviderErrorKind::LockLost => cancel.cancel(),
+                    Err(error) => {
+                        Metrics::inc(&shared.metrics.provider_errors);
+                        tracing::warn!(target: "duroxide::runtime", %error, "renewing an activity lease failed");
+                    }
+                }
+            }
+            _ = shared.hard_stop.cancelled() => break None,
+        }
+    };
+    shared
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&lease.activity);
+    let Some(result) = outcome else {
+        // Shutdown timed out: hand the item back so another runtime runs it at once.
+        cancel.cancel();
+        let _ = shared.provider.abandon_work_item(&lease.lock_token, None).await;
+        return;
+    };
+    if cancel.is_cancelled() {
+        tracing::debug!(target: "duroxide::runtime", instance_id = %lease.activity.instance_id, activity_id = lease.activity.event_id, "activity was cancelled; its result is discarded");
+        return;
+    }
+    match &result {
+        Ok(_) => Metrics::inc(&shared.metrics.activity_success),
+        Err(_) => Metrics::inc(&shared.metrics.activity_app_errors),
+    }
+    finish(shared, &lease, result.map_err(ErrorDetails::application)).await;
+}
+
+/// Unreadable payloads and unknown names: back off while attempts remain, then fail the activity.
+async fn retry_or_fail(shared: &Shared, lease: &WorkItemLease, kind: ErrorKind, reason: String) {
+    if lease.attempt >= shared.options.max_attempts {
+        match kind {
+            ErrorKind::Configuration => Metrics::inc(&shared.metrics.activity_config_errors),
+            _ => Metrics::inc(&shared.metrics.activity_poison),
+        }
+        let message = format!("{reason} (gave up after {} attempts)", lease.attempt);
+        return finish(shared, lease, Err(ErrorDetails::new(kind, message))).await;
+    }
+    let delay = Duration::from_millis((250u64 << lease.attempt.min(7)).min(30_000));
+    tracing::warn!(target: "duroxide::runtime", attempt = lease.attempt, "{reason}; retrying in {} ms", delay.as_millis());
+    if let Err(error) = shared
+        .provider
+        .abandon_work_item(&lease.lock_token, Some(delay))
+        .await
+    {
+        Metrics::inc(&shared.metrics.provider_errors);
+        tracing::warn!(target: "duroxide::runtime", %error, "abandoning a work item failed; its lease will expire");
+    }
+}
+
+/// Acks the item with its completion, retrying transient failures.
+async fn finish(shared: &Shared, lease: &WorkItemLease, result: Result<String, ErrorDetails>) {
+    let message = completion(lease, result);
+    let mut delay = Duration::from_millis(20);
+    for attempt in 1..=6 {
+        match shared
+            .provider
+            .ack_work_item(&lease.lock_token, Some(message.clone()))
+            .await
+        {
+            Ok(()) => {
+                crate::notify::instance_changed(&lease.activity.instance_id);
+                return;
+            }
+            Err(e) if e.kind == ProviderErrorKind::LockLost => {
+                tracing::debug!(target: "duroxide::runtime", instance_id = %lease.activity.instance_id, "activity result discarded: {e}");
+                return;
+            }
+            Err(error) => {
+                Metrics::inc(&shared.metrics.provider_errors);
+                tracing::warn!(target: "duroxide::runtime", attempt, %error, "acking a work item failed");
+                if error.kind != ProviderErrorKind::Retryable || shared.hard_stop.is_cancelled() {
+                    break;
+                }
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    let _ = shared.provider.abandon_work_item(&lease.lock_token, None).await;
+}
+
+/// The built-in activity behind `get_kv_value_from_instance`.
+async fn syscall_get_kv_value(shared: &Shared, work: &ActivityWork) -> Result<String, ErrorDetails> {
+    #[derive(serde::Deserialize)]
+    struct Request {
+        instance_id: String,
+        key: String,
+    }
+    let request: Request = serde_json::from_str(&work.input)
+        .map_err(|e| ErrorDetails::application(format!("bad get_kv_value request: {e}")))?;
+    match shared
+        .provider
+        .get_kv_value(&request.instance_id, &request.key)
+        .await
+    {
+        Ok(value) => Ok(serde_json::to_string(&value).unwrap_or_else(|_| "null".into())),
+        Err(error) => Err(ErrorDetails::new(ErrorKind::Infrastructure, error.to_string())),
+    }
+}
+
+/// Renews the leases of sessions in use and releases idle ones, until the runtime stops.
+pub(crate) async fn maintain_sessions(shared: Arc<Shared>) {
+    let lease = shared.sessions.lease();
+    let period = (lease / 3).max(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shared.stop.cancelled() => return,
+        }
+        let (renew, idle) = shared.sessions.sweep();
+        for session in idle {
+            let _ = shared.provider.release_session(&shared.node_id, &session).await;
+        }
+        if !renew.is_empty() {
+            if let Err(error) = shared
+                .provider
+                .renew_session_leases(&shared.node_id, &renew, lease)
+                .await
+            {
+                Metrics::inc(&shared.metrics.provider_errors);
+                tracing::warn!(target: "duroxide::runtime", %error, "renewing session leases failed");
+            }
+        }
+    }
+}

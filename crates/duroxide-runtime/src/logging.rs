@@ -1,0 +1,38 @@
+//! Log set-up from runtime options, and writing orchestration trace lines.
+
+use duroxide_core::engine::{LogLevel, LogRecord};
+use tracing_subscriber::EnvFilter;
+
+use crate::options::{LogFormat, RuntimeOptions};
+
+/// Installs a global subscriber when `log_level` is set. `RUST_LOG` overrides the level. If the
+/// process already has a subscriber (the application's, or an earlier runtime's), that one stays.
+pub(crate) fn init(options: &RuntimeOptions) {
+    let Some(level) = &options.log_level else { return };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _already_set = match options.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Compact => builder.compact().try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+/// Writes one orchestration trace line (already filtered for replay by the engine).
+pub(crate) fn emit(record: &LogRecord, name: &str) {
+    let (id, exec, msg) = (&record.instance_id, record.execution_id, &record.message);
+    match record.level {
+        LogLevel::Debug => {
+            tracing::debug!(target: "duroxide::orchestration", instance_id = %id, execution_id = exec, orchestration_name = %name, "{msg}")
+        }
+        LogLevel::Info => {
+            tracing::info!(target: "duroxide::orchestration", instance_id = %id, execution_id = exec, orchestration_name = %name, "{msg}")
+        }
+        LogLevel::Warn => {
+            tracing::warn!(target: "duroxide::orchestration", instance_id = %id, execution_id = exec, orchestration_name = %name, "{msg}")
+        }
+        LogLevel::Error => {
+            tracing::error!(target: "duroxide::orchestration", instance_id = %id, execution_id = exec, orchestration_name = %name, "{msg}")
+        }
+    }
+}
