@@ -28,6 +28,9 @@ pub(crate) type P = Arc<dyn Provider>;
 pub(crate) const LONG_LOCK: Duration = Duration::from_secs(60);
 /// A lease short enough to run out within a check.
 pub(crate) const SHORT_LOCK: Duration = Duration::from_millis(150);
+/// A lease that a renewal issued right after the fetch lands inside even on a stalled machine, yet
+/// short enough to outlive within a check.
+pub(crate) const RENEWABLE_LOCK: Duration = Duration::from_secs(1);
 /// How long a fetch that expects work may wait. It returns at once when the work is there; the wait
 /// only matters for a broken provider, which then fails instead of hanging.
 pub(crate) const EXPECT_WAIT: Duration = Duration::from_secs(5);

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use duroxide_conformance::{async_trait, ProviderFactory};
+use duroxide_conformance::{async_trait, Capabilities, ProviderFactory};
 use duroxide_core::Provider;
 use duroxide_sqlite::SqliteProvider;
 use tempfile::TempDir;
@@ -41,6 +41,12 @@ impl OnFile {
 impl ProviderFactory for OnFile {
     async fn create(&self) -> Arc<dyn Provider> {
         Arc::new(SqliteProvider::open(self.new_path()).expect("open a SQLite database file"))
+    }
+
+    /// An idle provider notices commits made through other objects on the same file and wakes its
+    /// waiting fetches, so the cross-object wake-up check applies.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default().with_cross_object_wakeups(true)
     }
 
     /// Two providers on one file, as two processes sharing the database would be.

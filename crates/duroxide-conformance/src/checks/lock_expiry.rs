@@ -112,10 +112,10 @@ pub async fn stale_holder_cannot_abandon_or_renew(factory: &dyn ProviderFactory)
 pub async fn renew_extends_the_instance_lease(factory: &dyn ProviderFactory) -> CheckResult {
     let p = factory.create().await;
     create(&p, "i1").await?;
-    let item = fetch_with_lock(&p, SHORT_LOCK).await?;
+    let item = fetch_with_lock(&p, RENEWABLE_LOCK).await?;
     p.renew_orchestration_item_lock(&item.lock_token, LONG_LOCK)
         .await?;
-    outlive(SHORT_LOCK * 2).await;
+    outlive(RENEWABLE_LOCK).await;
     no_item(try_fetch(&p).await?, "the renewed lock must still hold")?;
     Turn::after(&item).commit(&p, &item).await
 }
@@ -156,7 +156,7 @@ pub async fn abandon_with_delay_hides_messages_for_the_delay(factory: &dyn Provi
     let abandoned_at = Instant::now();
     p.abandon_orchestration_item(&item.lock_token, Some(delay))
         .await?;
-    no_item(try_fetch(&p).await?, "during the abandon delay")?;
+    // Polls from the start: an instance released early shows as coming back before the delay.
     let again = wait_for("the delayed instance", CONDITION_TIMEOUT, || try_fetch(&p)).await?;
     let waited = abandoned_at.elapsed();
     ensure!(
@@ -236,13 +236,13 @@ pub async fn renew_extends_the_work_item_lease(factory: &dyn ProviderFactory) ->
     let lease = fetch_work(
         &p,
         &WorkerFetch {
-            lock_timeout: SHORT_LOCK,
+            lock_timeout: RENEWABLE_LOCK,
             ..worker()
         },
     )
     .await?;
     p.renew_work_item_lock(&lease.lock_token, LONG_LOCK).await?;
-    outlive(SHORT_LOCK * 2).await;
+    outlive(RENEWABLE_LOCK).await;
     no_work(
         try_fetch_work(&p, &worker()).await?,
         "the renewed lease must still hold",
@@ -293,7 +293,7 @@ pub async fn work_item_abandon_with_delay_hides_it(factory: &dyn ProviderFactory
     let delay = Duration::from_millis(400);
     let abandoned_at = Instant::now();
     p.abandon_work_item(&lease.lock_token, Some(delay)).await?;
-    no_work(try_fetch_work(&p, &worker()).await?, "during the abandon delay")?;
+    // Polls from the start: an item released early shows as coming back before the delay.
     let any_worker = worker();
     let again = wait_for("the delayed worker item", CONDITION_TIMEOUT, || {
         try_fetch_work(&p, &any_worker)

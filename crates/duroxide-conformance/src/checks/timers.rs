@@ -29,7 +29,7 @@ pub async fn timer_becomes_visible_when_due(factory: &dyn ProviderFactory) -> Ch
     let due = now_ms() + 400;
     let timer = timer_message("i1", 2, due);
     start_with(&p, "i1", |t| t.message(timer.clone())).await?;
-    no_item(try_fetch(&p).await?, "before the timer is due")?;
+    // Polls from the start: a timer handed out early shows as fetched before its due time.
     let item = wait_for("the due timer", CONDITION_TIMEOUT, || try_fetch(&p)).await?;
     let fetched_at = now_ms();
     ensure!(

@@ -134,9 +134,10 @@ pub async fn new_work_wakes_a_waiting_worker(factory: &dyn ProviderFactory) -> C
 /// end of its poll timeout.
 pub async fn due_timer_wakes_a_waiting_fetch(factory: &dyn ProviderFactory) -> CheckResult {
     let p = factory.create().await;
-    let due_in = Duration::from_millis(600);
-    let due = now_ms() + due_in.as_millis() as u64;
-    start_with(&p, "i1", |t| t.message(timer_message("i1", 2, due))).await?;
+    start(&p, "i1").await?;
+    // Due relative to the enqueue, so a slow set-up cannot make it due before the fetch waits.
+    let due = now_ms() + 600;
+    p.enqueue_message(timer_message("i1", 2, due)).await?;
     let waiting = wait_for_instance(&p);
     let (found, _) = finished(waiting).await?;
     let fetched_at = now_ms();
