@@ -1,14 +1,14 @@
-//! The duroxide provider conformance suite: public async checks that prove a [`Provider`](duroxide_core::Provider) keeps the
-//! contract documented in `duroxide_core::provider`.
+//! The duroxide provider conformance suite: public async checks that prove a
+//! [`Provider`](duroxide_core::Provider) keeps the contract documented in `duroxide_core::provider`.
 //!
 //! # Running the suite against your provider
 //!
-//! 1. Add the crate and tokio as dev-dependencies of your provider crate:
+//! 1. Add the suite as a dev-dependency of your provider crate (the generated tests bring their own
+//!    tokio runtime):
 //!
 //!    ```toml
 //!    [dev-dependencies]
 //!    duroxide-conformance = "0.1"
-//!    tokio = { version = "1", features = ["rt-multi-thread", "macros", "time"] }
 //!    ```
 //!
 //! 2. Implement [`ProviderFactory`]: `create` returns a provider on a **fresh, empty** store (a new
@@ -22,29 +22,51 @@
 //!
 //!    ```ignore
 //!    use std::sync::Arc;
-//!    use duroxide_conformance::{async_trait, ProviderFactory};
+//!    use duroxide_conformance::{async_trait, Capabilities, ProviderFactory};
+//!    use duroxide_core::Provider;
 //!
-//!    struct Fresh;
+//!    struct FreshSchema;
 //!
 //!    #[async_trait]
-//!    impl ProviderFactory for Fresh {
-//!        async fn create(&self) -> Arc<dyn duroxide_core::Provider> {
-//!            Arc::new(MyProvider::connect_to_a_new_database().await.expect("database"))
+//!    impl ProviderFactory for FreshSchema {
+//!        async fn create(&self) -> Arc<dyn Provider> {
+//!            Arc::new(MyProvider::connect(&new_schema_name()).await.expect("database"))
+//!        }
+//!
+//!        async fn create_pair(&self) -> Option<(Arc<dyn Provider>, Arc<dyn Provider>)> {
+//!            let schema = new_schema_name();
+//!            let a = MyProvider::connect(&schema).await.expect("database");
+//!            let b = MyProvider::connect(&schema).await.expect("database");
+//!            Some((Arc::new(a), Arc::new(b)))
+//!        }
+//!
+//!        fn capabilities(&self) -> Capabilities {
+//!            Capabilities::default().with_cross_object_wakeups(true)
 //!        }
 //!    }
 //!
-//!    duroxide_conformance::conformance_tests!(Fresh);
+//!    duroxide_conformance::conformance_tests!(FreshSchema);
 //!    ```
 //!
 //!    `cargo test --test conformance` then shows every check as its own test, named
 //!    `<category>::<check>`, e.g. `peek_lock::second_ack_is_lock_lost`. A failure message names what was
 //!    expected and what the provider did, and repeats the check's doc comment (what it proves). Checks
-//!    that need a capability your factory does not declare pass with a note on stderr.
+//!    that need a capability your factory does not declare pass with a note on stderr. Invoke the macro
+//!    once per configuration, each in its own module (the SQLite provider runs it in `mod in_memory`
+//!    and `mod file`).
 //!
 //! To run everything from one test instead (for a custom harness or a report), call
-//! [`run_all`] and then [`Report::assert_passed`], which lists every failure by name. [`checks()`]
-//! returns the registry (category, name, doc, function) to pick your own subset, and each check is also
-//! a plain `pub async fn` in [`checks`](mod@checks), e.g.
+//! [`run_all`] and then [`Report::assert_passed`], which lists every failure by name:
+//!
+//! ```ignore
+//! #[tokio::test(flavor = "multi_thread")]
+//! async fn conformance() {
+//!     duroxide_conformance::run_all(&FreshSchema).await.assert_passed();
+//! }
+//! ```
+//!
+//! [`checks()`] returns the registry (category, name, doc, function) to pick your own subset, and each
+//! check is also a plain `pub async fn` in [`checks`](mod@checks), e.g.
 //! `duroxide_conformance::checks::sessions::release_session_frees_it_at_once(&factory)`.
 //!
 //! # What the checks assume
