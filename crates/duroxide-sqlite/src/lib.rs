@@ -41,6 +41,8 @@ mod management;
 mod migrations;
 mod orchestrator_queue;
 mod provider;
+#[cfg(test)]
+mod query_plans;
 mod reads;
 mod retention;
 mod rows;

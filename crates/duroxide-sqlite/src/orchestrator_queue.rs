@@ -8,7 +8,7 @@ use duroxide_core::provider::{
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::sql;
-use crate::lock_token::new_lock_token;
+use crate::lock_token;
 use crate::rows::{instance_from_row, kv_from_row};
 use crate::wakeups::Polled;
 
@@ -39,15 +39,19 @@ pub(crate) const READ_HISTORY: &str = "
 pub(crate) const READ_KV_SNAPSHOT: &str =
     "SELECT key, value, updated_at_ms FROM kv_snapshot WHERE instance_id = ?1 ORDER BY key";
 
-/// The earliest moment something stored becomes fetchable: a future message, or a lock or backoff
-/// that runs out (an instance holding messages back).
+/// The earliest moment something stored becomes fetchable: a message coming due, or the lock or
+/// backoff of an instance with visible messages running out. Driven from the queue's visibility index
+/// so that an idle look never scans the instances table.
 pub(crate) const NEXT_DUE: &str = "
     SELECT MIN(t) FROM (
         SELECT MIN(visible_at_ms) AS t FROM orchestrator_queue WHERE visible_at_ms > ?1
         UNION ALL
-        SELECT MIN(locked_until_ms) FROM instances WHERE lock_token IS NOT NULL AND locked_until_ms > ?1
-        UNION ALL
-        SELECT MIN(locked_until_ms) FROM instances WHERE lock_token IS NULL AND locked_until_ms > ?1)";
+        SELECT MIN(i.locked_until_ms) FROM orchestrator_queue AS q
+        JOIN instances AS i ON i.instance_id = q.instance_id
+        WHERE q.visible_at_ms <= ?1 AND i.locked_until_ms > ?1)";
+
+pub(crate) const LOCKED_INSTANCE: &str = "
+    SELECT current_execution_id FROM instances WHERE instance_id = ?1 AND lock_token = ?2 AND locked_until_ms > ?3";
 
 /// A message is stored only when its instance exists: the check and the insert are one statement.
 pub(crate) const ENQUEUE_IF_INSTANCE_EXISTS: &str = "
@@ -181,12 +185,12 @@ fn visible_at(message: &NewMessage, now: i64) -> i64 {
 pub(crate) fn fetch(conn: &Connection, lock_ms: i64) -> Result<Polled<OrchestrationItem>, ProviderError> {
     const OP: &str = "fetch_orchestration_item";
     let now = crate::clock::now_ms();
-    let token = new_lock_token();
+    let secret = lock_token::new_secret();
     let locked = conn
         .prepare_cached(LOCK_NEXT_INSTANCE)
         .and_then(|mut stmt| {
             stmt.query_row(
-                params![token, now.saturating_add(lock_ms), now],
+                params![secret, now.saturating_add(lock_ms), now],
                 instance_from_row,
             )
             .optional()
@@ -203,7 +207,7 @@ pub(crate) fn fetch(conn: &Connection, lock_ms: i64) -> Result<Polled<Orchestrat
     let mut claimed: Vec<(i64, String, u32)> = conn
         .prepare_cached(CLAIM_MESSAGES)
         .and_then(|mut stmt| {
-            stmt.query_map(params![token, instance.instance_id, now], |row| {
+            stmt.query_map(params![secret, instance.instance_id, now], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })?
             .collect()
@@ -240,7 +244,7 @@ pub(crate) fn fetch(conn: &Connection, lock_ms: i64) -> Result<Polled<Orchestrat
 
     Ok(Polled::Found(OrchestrationItem {
         instance_id: instance.instance_id.clone(),
-        lock_token: token,
+        lock_token: lock_token::token(&secret, &instance.instance_id),
         attempt,
         instance,
         history,
@@ -250,19 +254,35 @@ pub(crate) fn fetch(conn: &Connection, lock_ms: i64) -> Result<Polled<Orchestrat
     }))
 }
 
-/// The instance holding a live lock with this token, and its current execution.
+/// An instance under a live lock, found by its token.
+#[derive(Debug)]
+pub(crate) struct Locked {
+    pub(crate) instance_id: String,
+    /// The secret part of the token, which also stamps the messages the fetch returned.
+    pub(crate) secret: String,
+    pub(crate) current_execution: u64,
+}
+
+/// The instance holding a live lock with this token.
 pub(crate) fn locked_instance(
     conn: &Connection,
     operation: &'static str,
     token: &str,
     now: i64,
-) -> Result<(String, u64), ProviderError> {
-    conn.prepare_cached(
-        "SELECT instance_id, current_execution_id FROM instances WHERE lock_token = ?1 AND locked_until_ms > ?2",
-    )
-    .and_then(|mut stmt| stmt.query_row(params![token, now], |row| Ok((row.get(0)?, row.get(1)?))).optional())
-    .map_err(sql(operation))?
-    .ok_or_else(|| lock_lost(operation))
+) -> Result<Locked, ProviderError> {
+    let (secret, instance_id) = lock_token::parse(token).ok_or_else(|| lock_lost(operation))?;
+    conn.prepare_cached(LOCKED_INSTANCE)
+        .and_then(|mut stmt| {
+            stmt.query_row(params![instance_id, secret, now], |row| row.get(0))
+                .optional()
+        })
+        .map_err(sql(operation))?
+        .map(|current_execution| Locked {
+            instance_id: instance_id.to_owned(),
+            secret: secret.to_owned(),
+            current_execution,
+        })
+        .ok_or_else(|| lock_lost(operation))
 }
 
 pub(crate) fn lock_lost(operation: &'static str) -> ProviderError {
@@ -278,13 +298,15 @@ pub(crate) fn lock_lost(operation: &'static str) -> ProviderError {
 pub(crate) fn abandon(conn: &Connection, token: &str, delay_ms: Option<i64>) -> Result<(), ProviderError> {
     const OP: &str = "abandon_orchestration_item";
     let now = crate::clock::now_ms();
-    let (instance_id, _) = locked_instance(conn, OP, token, now)?;
+    let Locked {
+        instance_id, secret, ..
+    } = locked_instance(conn, OP, token, now)?;
     let visible_again = now.saturating_add(delay_ms.unwrap_or(0));
     conn.prepare_cached(
         "UPDATE orchestrator_queue SET lock_token = NULL, visible_at_ms = MAX(visible_at_ms, ?3)
          WHERE instance_id = ?1 AND lock_token = ?2",
     )
-    .and_then(|mut stmt| stmt.execute(params![instance_id, token, visible_again]))
+    .and_then(|mut stmt| stmt.execute(params![instance_id, secret, visible_again]))
     .map_err(sql(OP))?;
     conn.prepare_cached(
         "UPDATE instances SET lock_token = NULL, locked_until_ms = ?2 WHERE instance_id = ?1",
@@ -298,11 +320,13 @@ pub(crate) fn abandon(conn: &Connection, token: &str, delay_ms: Option<i64>) -> 
 pub(crate) fn renew(conn: &Connection, token: &str, extend_ms: i64) -> Result<(), ProviderError> {
     const OP: &str = "renew_orchestration_item_lock";
     let now = crate::clock::now_ms();
+    let (secret, instance_id) = lock_token::parse(token).ok_or_else(|| lock_lost(OP))?;
     let renewed = conn
         .prepare_cached(
-            "UPDATE instances SET locked_until_ms = ?2 WHERE lock_token = ?1 AND locked_until_ms > ?3",
+            "UPDATE instances SET locked_until_ms = ?3
+             WHERE instance_id = ?1 AND lock_token = ?2 AND locked_until_ms > ?4",
         )
-        .and_then(|mut stmt| stmt.execute(params![token, now.saturating_add(extend_ms), now]))
+        .and_then(|mut stmt| stmt.execute(params![instance_id, secret, now.saturating_add(extend_ms), now]))
         .map_err(sql(OP))?;
     if renewed == 0 {
         return Err(lock_lost(OP));

@@ -5,7 +5,7 @@ use duroxide_core::provider::{CustomStatusChange, ExecutionStatus, KvChange, Pro
 use rusqlite::{params, Connection, ErrorCode};
 
 use crate::error::{sql, sql_error};
-use crate::orchestrator_queue::{enqueue_from_ack, locked_instance};
+use crate::orchestrator_queue::{enqueue_from_ack, locked_instance, Locked};
 
 const OP: &str = "ack_orchestration_item";
 
@@ -16,7 +16,7 @@ pub(crate) struct AckEffects {
     pub(crate) worker_work: bool,
 }
 
-const INSERT_EVENT: &str =
+pub(crate) const INSERT_EVENT: &str =
     "INSERT INTO history (instance_id, execution_id, event_id, kind, payload) VALUES (?1, ?2, ?3, ?4, ?5)";
 
 const UPDATE_EXECUTION: &str = "
@@ -28,15 +28,16 @@ const INSERT_WORK_ITEM: &str = "
     INSERT INTO worker_queue (instance_id, execution_id, event_id, payload, session_id, tag, visible_at_ms)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
-const CANCEL_WORK_ITEM: &str =
+pub(crate) const CANCEL_WORK_ITEM: &str =
     "DELETE FROM worker_queue WHERE instance_id = ?1 AND execution_id = ?2 AND event_id = ?3";
 
-const DELETE_FETCHED: &str = "DELETE FROM orchestrator_queue WHERE instance_id = ?1 AND lock_token = ?2";
+pub(crate) const DELETE_FETCHED: &str =
+    "DELETE FROM orchestrator_queue WHERE instance_id = ?1 AND lock_token = ?2";
 
 /// Writes the instance's metadata and releases its lock in one statement, and reports whether the
 /// instance still has messages (ones that arrived during the turn). `?6` resets the output when a new
 /// execution starts without one.
-const UPDATE_INSTANCE: &str = "
+pub(crate) const UPDATE_INSTANCE: &str = "
     UPDATE instances SET
         lock_token = NULL, locked_until_ms = NULL, updated_at_ms = ?2, current_execution_id = ?3,
         status = COALESCE(?4, status),
@@ -50,7 +51,11 @@ const UPDATE_INSTANCE: &str = "
 /// `Provider::ack_orchestration_item`.
 pub(crate) fn ack(conn: &Connection, token: &str, ack: &TurnAck) -> Result<AckEffects, ProviderError> {
     let now = crate::clock::now_ms();
-    let (instance_id, current_execution) = locked_instance(conn, OP, token, now)?;
+    let Locked {
+        instance_id,
+        secret,
+        current_execution,
+    } = locked_instance(conn, OP, token, now)?;
     if ack.execution_id < current_execution {
         return Err(ProviderError::invalid_input(
             OP,
@@ -120,7 +125,7 @@ pub(crate) fn ack(conn: &Connection, token: &str, ack: &TurnAck) -> Result<AckEf
     }
 
     conn.prepare_cached(DELETE_FETCHED)
-        .and_then(|mut stmt| stmt.execute(params![instance_id, token]))
+        .and_then(|mut stmt| stmt.execute(params![instance_id, secret]))
         .map_err(sql(OP))?;
 
     let instance_status = match ack.status {

@@ -9,11 +9,11 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 use crate::clock::{duration_ms, now_ms};
 use crate::error::sql;
-use crate::lock_token::new_lock_token;
+use crate::lock_token;
 use crate::orchestrator_queue::enqueue_from_ack;
 use crate::wakeups::Polled;
 
-const LOCK_ITEM: &str = "
+pub(crate) const LOCK_ITEM: &str = "
     UPDATE worker_queue SET lock_token = ?1, locked_until_ms = ?2, attempt = attempt + 1 WHERE id = ?3
     RETURNING instance_id, execution_id, event_id, payload, attempt, session_id, tag";
 
@@ -23,7 +23,7 @@ const CLAIM_SESSION: &str = "
 
 /// When something stored becomes fetchable without a new write: a delayed item, an item lease or a
 /// session lease running out.
-const NEXT_DUE: &str = "
+pub(crate) const NEXT_DUE: &str = "
     SELECT MIN(t) FROM (
         SELECT MIN(visible_at_ms) AS t FROM worker_queue WHERE visible_at_ms > ?1
         UNION ALL
@@ -57,7 +57,7 @@ impl Query {
 }
 
 /// The candidate query for one fetch request, or `None` when the filter accepts nothing at all.
-fn candidate_query(request: &WorkerFetch, now: i64) -> Option<(String, Vec<Value>)> {
+pub(crate) fn candidate_query(request: &WorkerFetch, now: i64) -> Option<(String, Vec<Value>)> {
     let mut query = Query::default();
     let now_param = query.bind(now);
     let tag_clause = match &request.tag_filter {
@@ -121,15 +121,15 @@ pub(crate) fn fetch(
         return Ok(Polled::Empty { next_due_ms });
     };
 
-    let token = new_lock_token();
+    let secret = lock_token::new_secret();
     let lease = conn
         .prepare_cached(LOCK_ITEM)
         .and_then(|mut stmt| {
             stmt.query_row(
-                params![token, now.saturating_add(duration_ms(request.lock_timeout)), id],
+                params![secret, now.saturating_add(duration_ms(request.lock_timeout)), id],
                 |row| {
                     Ok(WorkItemLease {
-                        lock_token: token.clone(),
+                        lock_token: lock_token::token(&secret, &id.to_string()),
                         activity: ActivityRef {
                             instance_id: row.get(0)?,
                             execution_id: row.get(1)?,
@@ -167,6 +167,13 @@ fn lock_lost(operation: &'static str) -> ProviderError {
     )
 }
 
+/// The row id and secret of a work-item token; `LockLost` for text no fetch produced.
+fn parse_token(operation: &'static str, token: &str) -> Result<(i64, String), ProviderError> {
+    lock_token::parse(token)
+        .and_then(|(secret, id)| Some((id.parse().ok()?, secret.to_owned())))
+        .ok_or_else(|| lock_lost(operation))
+}
+
 /// `Provider::ack_work_item`. Returns whether a completion was enqueued.
 pub(crate) fn ack(
     conn: &Connection,
@@ -175,9 +182,10 @@ pub(crate) fn ack(
 ) -> Result<bool, ProviderError> {
     const OP: &str = "ack_work_item";
     let now = now_ms();
+    let (id, secret) = parse_token(OP, token)?;
     let deleted = conn
-        .prepare_cached("DELETE FROM worker_queue WHERE lock_token = ?1 AND locked_until_ms > ?2")
-        .and_then(|mut stmt| stmt.execute(params![token, now]))
+        .prepare_cached("DELETE FROM worker_queue WHERE id = ?1 AND lock_token = ?2 AND locked_until_ms > ?3")
+        .and_then(|mut stmt| stmt.execute(params![id, secret, now]))
         .map_err(sql(OP))?;
     if deleted == 0 {
         return Err(lock_lost(OP));
@@ -193,12 +201,13 @@ pub(crate) fn ack(
 pub(crate) fn abandon(conn: &Connection, token: &str, delay_ms: Option<i64>) -> Result<(), ProviderError> {
     const OP: &str = "abandon_work_item";
     let now = now_ms();
+    let (id, secret) = parse_token(OP, token)?;
     let released = conn
         .prepare_cached(
-            "UPDATE worker_queue SET lock_token = NULL, locked_until_ms = NULL, visible_at_ms = MAX(visible_at_ms, ?3)
-             WHERE lock_token = ?1 AND locked_until_ms > ?2",
+            "UPDATE worker_queue SET lock_token = NULL, locked_until_ms = NULL, visible_at_ms = MAX(visible_at_ms, ?4)
+             WHERE id = ?1 AND lock_token = ?2 AND locked_until_ms > ?3",
         )
-        .and_then(|mut stmt| stmt.execute(params![token, now, now.saturating_add(delay_ms.unwrap_or(0))]))
+        .and_then(|mut stmt| stmt.execute(params![id, secret, now, now.saturating_add(delay_ms.unwrap_or(0))]))
         .map_err(sql(OP))?;
     if released == 0 {
         return Err(lock_lost(OP));
@@ -210,11 +219,12 @@ pub(crate) fn abandon(conn: &Connection, token: &str, delay_ms: Option<i64>) -> 
 pub(crate) fn renew(conn: &Connection, token: &str, extend_ms: i64) -> Result<(), ProviderError> {
     const OP: &str = "renew_work_item_lock";
     let now = now_ms();
+    let (id, secret) = parse_token(OP, token)?;
     let renewed = conn
         .prepare_cached(
-            "UPDATE worker_queue SET locked_until_ms = ?3 WHERE lock_token = ?1 AND locked_until_ms > ?2",
+            "UPDATE worker_queue SET locked_until_ms = ?4 WHERE id = ?1 AND lock_token = ?2 AND locked_until_ms > ?3",
         )
-        .and_then(|mut stmt| stmt.execute(params![token, now, now.saturating_add(extend_ms)]))
+        .and_then(|mut stmt| stmt.execute(params![id, secret, now, now.saturating_add(extend_ms)]))
         .map_err(sql(OP))?;
     if renewed == 0 {
         return Err(lock_lost(OP));

@@ -4,6 +4,8 @@
 -- every routing decision uses the explicit columns beside them.
 
 -- One row per instance: metadata, custom status, and the instance lock (peek-lock with a lease).
+-- `lock_token` holds the secret part of the token; the token also carries the instance id, so acks
+-- find the row by primary key and no index on the secret is written on every fetch and ack.
 -- `locked_until_ms` without a token is an abandon backoff: the instance is not fetchable until then.
 CREATE TABLE instances (
     instance_id           TEXT    NOT NULL PRIMARY KEY,
@@ -20,8 +22,6 @@ CREATE TABLE instances (
     lock_token            TEXT,
     locked_until_ms       INTEGER
 );
--- Acks, abandons and renewals find their instance by token.
-CREATE UNIQUE INDEX instances_by_lock_token ON instances (lock_token) WHERE lock_token IS NOT NULL;
 -- Instance trees (sub-orchestrations) walk parent links.
 CREATE INDEX instances_by_parent ON instances (parent_instance_id) WHERE parent_instance_id IS NOT NULL;
 -- Listing by status and bulk deletes of terminal roots. Not (status, updated_at_ms): every ack
@@ -66,7 +66,7 @@ CREATE INDEX orchestrator_queue_by_visibility ON orchestrator_queue (visible_at_
 -- One instance's messages in enqueue order: the fetch's claim and the ack's delete.
 CREATE INDEX orchestrator_queue_by_instance ON orchestrator_queue (instance_id);
 
--- Activities to run. The rowid is the enqueue order.
+-- Activities to run. The rowid is the enqueue order (and, in the token, the item's locator).
 CREATE TABLE worker_queue (
     id              INTEGER PRIMARY KEY,
     instance_id     TEXT    NOT NULL,
@@ -80,11 +80,11 @@ CREATE TABLE worker_queue (
     lock_token      TEXT,
     locked_until_ms INTEGER
 );
-CREATE UNIQUE INDEX worker_queue_by_lock_token ON worker_queue (lock_token) WHERE lock_token IS NOT NULL;
 -- Cancellation by activity identity, and instance deletes.
 CREATE INDEX worker_queue_by_activity ON worker_queue (instance_id, execution_id, event_id);
--- Tag-filtered fetches skip other tags' backlog instead of scanning it.
-CREATE INDEX worker_queue_by_tag ON worker_queue (tag);
+-- Fetches for named tags go straight to their items. Partial, so untagged items (the common case)
+-- cost no index writes; a default-only fetch walks the queue in enqueue order instead.
+CREATE INDEX worker_queue_by_tag ON worker_queue (tag) WHERE tag IS NOT NULL;
 
 -- Session ownership: which worker owns a session, and until when.
 CREATE TABLE sessions (
