@@ -12,6 +12,7 @@ use rusqlite::{Connection, DatabaseName, ErrorCode, OpenFlags};
 use crate::checkpointer;
 use crate::error::OpenError;
 use crate::migrations;
+use crate::options::Durability;
 
 /// How long a statement waits for another process's lock before giving up with "busy". The provider's
 /// own writes never contend (one writer thread); this is the safety net for other processes (a second
@@ -23,7 +24,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const STATEMENT_CACHE: usize = 256;
 
 /// Opens (creating when absent) the database file at `path`, migrated and ready.
-pub(crate) fn open_file(path: &Path) -> Result<Connection, OpenError> {
+pub(crate) fn open_file(path: &Path, durability: Durability) -> Result<Connection, OpenError> {
     if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         ensure_folder(path, folder)?;
     }
@@ -63,16 +64,15 @@ pub(crate) fn open_file(path: &Path) -> Result<Connection, OpenError> {
     }
     migrations::check_not_newer(&conn, path)?;
 
-    // WAL lets readers (the sqlite3 shell, backups, other processes) run beside the writer, and
-    // synchronous = NORMAL is the standard WAL pairing: a commit is durable against a process crash at
-    // once and against power loss from the next checkpoint on, at a fraction of FULL's fsync cost.
+    // WAL lets readers (the sqlite3 shell, backups, other processes) run beside the writer; see
+    // `Durability` for the synchronous setting (NORMAL by default, the standard pairing with WAL).
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
         .map_err(|source| setup(path, "switching to WAL", source))?;
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(path = %path.display(), mode, "SQLite refused WAL mode; continuing in this journal mode");
     }
-    conn.pragma_update(None, "synchronous", "NORMAL")
+    conn.pragma_update(None, "synchronous", durability.synchronous_pragma())
         .map_err(|source| setup(path, "setting synchronous", source))?;
     // Checkpoints run on a background connection (see `checkpointer`); inline ones only as a backstop.
     conn.pragma_update(

@@ -39,6 +39,7 @@ mod location;
 mod lock_token;
 mod management;
 mod migrations;
+mod options;
 mod orchestrator_queue;
 mod provider;
 #[cfg(test)]
@@ -53,4 +54,5 @@ mod writer;
 
 pub use error::OpenError;
 pub use migrations::LATEST_VERSION as SCHEMA_VERSION;
+pub use options::{Durability, SqliteOptions};
 pub use provider::SqliteProvider;

@@ -17,6 +17,7 @@ use crate::clock::duration_ms;
 use crate::connection;
 use crate::error::OpenError;
 use crate::location::Location;
+use crate::options::SqliteOptions;
 use crate::wakeups::{Queue, Wakeups};
 use crate::writer::{IdleHook, Writer};
 use crate::{management, orchestrator_queue, reads, retention, turn_ack, worker_queue};
@@ -55,19 +56,24 @@ impl SqliteProvider {
     /// Fails, naming the path and the reason and writing nothing, when the file is not a SQLite
     /// database, was written by a newer schema version, or cannot be created or written.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteProvider, OpenError> {
+        SqliteProvider::open_with(path, &SqliteOptions::default())
+    }
+
+    /// [`open`](SqliteProvider::open) with options (durability of commits).
+    pub fn open_with(path: impl AsRef<Path>, options: &SqliteOptions) -> Result<SqliteProvider, OpenError> {
         let path = path.as_ref();
         let location = match path.to_str() {
             Some(text) => Location::parse(text)?,
             // Not UTF-8, so not a URL: a plain path.
             None => Location::File(path.to_owned()),
         };
-        SqliteProvider::open_location(location)
+        SqliteProvider::open_location(location, options)
     }
 
     /// A private in-memory database, one per call, as correct as a file database (same schema, same
     /// transactions); it disappears with the last clone of the provider.
     pub fn in_memory() -> Result<SqliteProvider, OpenError> {
-        SqliteProvider::open_location(Location::Memory)
+        SqliteProvider::open_location(Location::Memory, &SqliteOptions::default())
     }
 
     /// The database file, or `None` for an in-memory database.
@@ -75,7 +81,7 @@ impl SqliteProvider {
         self.shared.location.path()
     }
 
-    fn open_location(location: Location) -> Result<SqliteProvider, OpenError> {
+    fn open_location(location: Location, options: &SqliteOptions) -> Result<SqliteProvider, OpenError> {
         let wakeups = Arc::new(Wakeups::default());
         let thread_error = |source| OpenError::Thread {
             path: location.path().unwrap_or(Path::new(":memory:")).to_owned(),
@@ -83,7 +89,7 @@ impl SqliteProvider {
         };
         let (writer, checkpointer) = match &location {
             Location::File(path) => {
-                let conn = connection::open_file(path)?;
+                let conn = connection::open_file(path, options.durability)?;
                 let checkpointer = Checkpointer::start(path).map_err(thread_error)?;
                 let idle = Some(external_change_watch(wakeups.clone()));
                 let writer =
