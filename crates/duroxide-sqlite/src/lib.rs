@@ -2,23 +2,44 @@
 //!
 //! # Design
 //!
-//! * **One writer.** A dedicated thread owns the only connection; every operation is a closure sent to
-//!   it and run inside `BEGIN IMMEDIATE … COMMIT` (see [`writer`](self) notes in the source). The
-//!   provider's own load therefore never meets "database is locked"; `busy_timeout` guards against
-//!   other processes on the same file. Operations that queue up meanwhile share one transaction, each
-//!   in its own savepoint (group commit), so a failed operation never takes others down with it.
-//! * **Durability.** File databases use WAL with `synchronous = NORMAL`, SQLite's standard pairing for
-//!   WAL: a commit survives a process crash at once and a power loss from the next checkpoint on.
-//!   In-memory databases ([`SqliteProvider::in_memory`]) run the same schema and transactions.
+//! * **One writer.** A dedicated thread owns the database connection; every operation is a closure
+//!   sent to it and run inside `BEGIN IMMEDIATE … COMMIT`. The provider's own load therefore never
+//!   meets "database is locked"; `busy_timeout` only guards against other processes on the same file.
+//! * **Group commit.** Operations that queue while a transaction runs share the next one, each in its
+//!   own savepoint: a failing operation is rolled back alone, the others commit with one `COMMIT`.
+//!   Replies are sent only after the commit.
+//! * **Short hops.** Both sides of the hop to the writer look for the other's message for a few tens
+//!   of microseconds before parking, because waking a parked thread costs more than a typical
+//!   operation (notably on virtual machines).
+//! * **Durability.** File databases use WAL with `synchronous = NORMAL` by default, SQLite's standard
+//!   pairing for WAL: a commit survives a process crash at once and a power loss from the next
+//!   checkpoint on. Checkpoints run on a background connection so the writer never waits for their
+//!   fsyncs. [`Durability::Full`] syncs every commit instead. In-memory databases
+//!   ([`SqliteProvider::in_memory`]) run the same schema and transactions.
 //! * **Schema.** Versioned, forward-only migrations recorded in `schema_migrations`; a database from a
-//!   newer version is refused ([`OpenError::SchemaTooNew`]) before anything is written.
+//!   newer version is refused ([`OpenError::SchemaTooNew`]) before anything is written. Hot statements
+//!   are checked against their query plans in the tests (index use, no sorts).
 //! * **Routing without parsing.** Payloads are stored and returned verbatim; queues, instances,
 //!   visibility times, sessions, tags and activity identities come from the explicit fields of the
 //!   contract. A corrupt payload therefore never blocks anything: it is handed back, its attempt count
 //!   grows, and the runtime decides it is poison.
+//! * **Lock tokens** are a random 122-bit secret followed by the locked row's key, so acks find their
+//!   row by primary key and no token index is written on every fetch and ack.
 //! * **Long polls.** A fetch that finds nothing waits for an enqueue made through the same provider
 //!   object, for the next stored due time (timer, expiring lease, backoff), for a commit by another
-//!   process (noticed by the idle writer), or for [`Provider::wake_all`](duroxide_core::Provider::wake_all).
+//!   process (noticed by the idle writer through `PRAGMA data_version` within ~100 ms), or for
+//!   [`Provider::wake_all`](duroxide_core::Provider::wake_all).
+//!
+//! # Contract readings
+//!
+//! Where the `Provider` contract leaves room, this provider: orders instances by the visibility time of
+//! their oldest message, and an abandon without delay moves the fetched messages behind work already
+//! waiting (so a poison instance abandoned again and again cannot starve others); an abandon with a
+//! delay keeps the whole instance unfetchable until then (so its messages stay in order); an
+//! `InstanceFilter` needs `instance_ids` or `completed_before_ms` (a `limit` alone is `InvalidInput`),
+//! for bulk deletes and bulk prunes alike; `prune_executions` on an unknown instance is `NotFound`,
+//! while reads of unknown instances return `None` or empty lists; session leases are renewed only
+//! while they are live.
 //!
 //! # Example
 //!

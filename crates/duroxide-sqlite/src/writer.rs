@@ -340,3 +340,102 @@ fn run_batch(conn: &Connection, jobs: Vec<Box<dyn Job>>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn writer() -> Arc<Writer> {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)", [])
+            .expect("table");
+        Arc::new(Writer::start(conn, None, None).expect("start"))
+    }
+
+    fn insert(conn: &Connection, id: i64) -> Result<(), ProviderError> {
+        conn.execute("INSERT INTO t (id) VALUES (?1)", [id])
+            .map(drop)
+            .map_err(|e| sql_error("insert", e))
+    }
+
+    async fn ids(writer: &Writer) -> Vec<i64> {
+        writer
+            .run("read", |conn| {
+                let mut stmt = conn
+                    .prepare("SELECT id FROM t ORDER BY id")
+                    .map_err(|e| sql_error("read", e))?;
+                let rows = stmt
+                    .query_map([], |row| row.get(0))
+                    .map_err(|e| sql_error("read", e))?;
+                rows.collect::<Result<Vec<i64>, _>>()
+                    .map_err(|e| sql_error("read", e))
+            })
+            .await
+            .expect("read")
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failing_operation_in_a_shared_transaction_rolls_back_alone() {
+        let writer = writer();
+        // Hold the writer so that the next three operations queue up and run as one batch.
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let gate = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                writer
+                    .run("gate", move |_| hold.recv().map_err(|_| stopped("gate")))
+                    .await
+            }
+        });
+        let spawn = |id: i64, fail: bool| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                writer
+                    .run("op", move |conn| {
+                        insert(conn, id)?;
+                        if fail {
+                            return Err(ProviderError::permanent("op", "refused after writing"));
+                        }
+                        Ok(id)
+                    })
+                    .await
+            })
+        };
+        let ops = [spawn(1, false), spawn(2, true), spawn(3, false)];
+        // On a current-thread runtime, one yield polls every spawned task once: all jobs are queued.
+        tokio::task::yield_now().await;
+        release.send(()).expect("release the gate");
+        gate.await.expect("join").expect("gate");
+
+        let mut results = Vec::new();
+        for op in ops {
+            results.push(op.await.expect("join").map_err(|e| e.message));
+        }
+        assert_eq!(results, [Ok(1), Err("refused after writing".to_owned()), Ok(3)]);
+        assert_eq!(ids(&writer).await, [1, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_operation_fails_alone_and_the_writer_goes_on() {
+        let writer = writer();
+        let err = writer
+            .run("boom", |conn| -> Result<(), ProviderError> {
+                insert(conn, 7)?;
+                panic!("a bug in an operation");
+            })
+            .await
+            .expect_err("the panic is reported");
+        assert_eq!(err.kind, ProviderErrorKind::Permanent);
+        assert_eq!(err.operation, "boom");
+        writer
+            .run("after", |conn| insert(conn, 8))
+            .await
+            .expect("the writer still runs");
+        assert_eq!(
+            ids(&writer).await,
+            [8],
+            "the panicking operation's write was rolled back"
+        );
+    }
+}

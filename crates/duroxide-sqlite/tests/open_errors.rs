@@ -170,3 +170,23 @@ async fn each_in_memory_database_is_private() {
     let memory_url = SqliteProvider::open("sqlite::memory:").expect("memory URL");
     assert!(memory_url.path().is_none());
 }
+
+#[tokio::test]
+async fn full_durability_opens_the_same_schema() {
+    use duroxide_sqlite::{Durability, SqliteOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("full.db");
+    let options = SqliteOptions::default().with_durability(Durability::Full);
+    let provider = SqliteProvider::open_with(&path, &options).expect("open");
+    assert!(provider
+        .create_instance(common::start("durable"))
+        .await
+        .expect("create"));
+    drop(provider);
+    let reopened = SqliteProvider::open(&path).expect("reopen with the default durability");
+    assert!(reopened
+        .get_instance_info("durable")
+        .await
+        .expect("read")
+        .is_some());
+}
