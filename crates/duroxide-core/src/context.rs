@@ -336,7 +336,8 @@ impl OrchestrationContext {
 
     // ---- sub-orchestrations and detached starts -----------------------------------------------------
 
-    /// Starts a child orchestration (id derived from this instance) and waits for its output.
+    /// Starts a child orchestration and waits for its output. The child's id is derived from this
+    /// instance, execution and event: `<instance>::sub::<execution>.<event id>`.
     pub fn schedule_sub_orchestration(
         &self,
         name: &str,
@@ -415,7 +416,11 @@ impl OrchestrationContext {
         let child_id = match instance_id {
             Some(id) => id.to_string(),
             None if st.replaying => String::new(),
-            None => format!("{}::sub::{}", st.instance_id, st.next_event_id),
+            // The execution id keeps children of successive executions apart (event ids restart).
+            None => format!(
+                "{}::sub::{}.{}",
+                st.instance_id, st.execution_id, st.next_event_id
+            ),
         };
         let kind = EventKind::SubOrchestrationScheduled {
             name: name.to_string(),

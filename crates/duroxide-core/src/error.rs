@@ -84,6 +84,14 @@ pub enum NondeterminismError {
     /// The code returned while history still holds events it has not reached.
     #[error("[DX-ND] the code finished, but history continues with {expected} at event {event_id}")]
     FinishedEarly { event_id: u64, expected: String },
+    /// The code finished where history shows the original run still waiting for more.
+    #[error("[DX-ND] the code finished after event {event_id}, but history recorded the execution still running there")]
+    FinishedWithoutRecord { event_id: u64 },
+    /// History ends the execution at this event, but the code has not finished there.
+    #[error(
+        "[DX-ND] history ended the execution at event {event_id} ({recorded}), but the code is still running"
+    )]
+    NotFinished { event_id: u64, recorded: String },
     /// A completion event refers to a scheduling event that does not exist or has another kind.
     #[error("[DX-ND] event {event_id} ({kind}) completes event {source_event_id}, which is {found}")]
     BadCompletion {

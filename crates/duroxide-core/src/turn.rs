@@ -150,7 +150,14 @@ pub fn process_item(
             matches!(m, OrchestratorMessage::StartOrchestration { .. })
                 || matches!(m, OrchestratorMessage::ContinueAsNew { execution_id: e, .. } if *e == execution_id)
         }) else {
-            return drop_all(item, "no start message for an instance that is not running an execution");
+            if history.is_empty() && item.instance.current_execution_id == 1 && messages.is_empty() {
+                return drop_all(item, "nothing to do");
+            }
+            // The start message is enqueued before anything else can reach the instance, so it
+            // should be here; hand the batch back rather than lose what it holds, and fail clearly
+            // if it never shows up.
+            let reason = format!("instance {instance_id}: no start message for execution {}", execution_id + 1);
+            return retry_or_fail(item, options, execution_id, next_event_id, ErrorKind::Infrastructure, reason);
         };
         let start = messages.remove(pos);
         let (exec, name, version) = match &start {

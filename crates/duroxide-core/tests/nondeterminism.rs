@@ -265,3 +265,41 @@ fn stale_and_duplicate_completions_are_discarded() {
         .collect();
     assert_eq!(completed.len(), 1, "only the real completion is recorded");
 }
+
+#[test]
+fn replaying_a_finished_history_reports_its_ending_without_new_events() {
+    let completed = HistoryBuilder::started("Seq", "x")
+        .activity_scheduled("A", "x")
+        .activity_completed(2, "a")
+        .activity_scheduled("B", "a")
+        .activity_completed(4, "b")
+        .completed("b")
+        .build();
+    let out = replay(two_steps, &completed);
+    assert_eq!(out.status, TurnStatus::Completed { output: "b".into() });
+    assert!(out.new_events.is_empty() && out.actions.is_empty(), "{out:?}");
+
+    // History says the run ended at event 4, but this code goes on to schedule B.
+    let mut ended = HistoryBuilder::started("Seq", "x");
+    ended
+        .activity_scheduled("A", "x")
+        .activity_completed(2, "a")
+        .completed("a");
+    let message = nondeterminism(&replay(two_steps, &ended.build()).status);
+    assert!(message.contains(r#"ActivityScheduled("B")"#), "{message}");
+
+    // History ends with a failure, but this code is still waiting for its event.
+    let waits = |ctx: OrchestrationContext, _input: String| async move { Ok(ctx.wait_for_event("e").await) };
+    let mut failed = HistoryBuilder::started("W", "");
+    failed.external_subscribed("e").push(
+        None,
+        duroxide_core::EventKind::OrchestrationFailed {
+            error: duroxide_core::ErrorDetails::application("x"),
+        },
+    );
+    let message = nondeterminism(&replay(waits, &failed.build()).status);
+    assert!(
+        message.contains("event 3") && message.contains("still running"),
+        "{message}"
+    );
+}

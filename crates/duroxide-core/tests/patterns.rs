@@ -189,7 +189,7 @@ fn sub_orchestrations_with_generated_and_explicit_ids() {
     host.start("parent", "Parent", "a");
     assert_eq!(host.run_to_completion("parent"), completed("AB"));
     assert_eq!(host.result("child-explicit"), Some(completed("B")));
-    assert_eq!(host.result("parent::sub::2"), Some(completed("A")));
+    assert_eq!(host.result("parent::sub::1.2"), Some(completed("A")));
     assert_eq!(
         host.instance("child-explicit")
             .unwrap()
@@ -544,4 +544,43 @@ fn join_of_ten_thousand_activities_completes() {
         host.run_to_completion("big"),
         completed(&(0..10_000u64).sum::<u64>().to_string())
     );
+}
+
+#[test]
+fn generated_child_ids_differ_across_continue_as_new() {
+    let mut r = OrchestrationRegistry::new();
+    r.register("Child", |_ctx: OrchestrationContext, input: String| async move {
+        Ok(input)
+    })
+    .unwrap();
+    r.register("Parent", |ctx: OrchestrationContext, input: String| async move {
+        let out = ctx.schedule_sub_orchestration("Child", input.clone()).await?;
+        if input == "first" {
+            return ctx.continue_as_new("second").await;
+        }
+        Ok(out)
+    })
+    .unwrap();
+    let mut host = common::host(r);
+    host.start("p", "Parent", "first");
+    assert_eq!(host.run_to_completion("p"), completed("second"));
+    assert_eq!(host.instance_ids(), ["p", "p::sub::1.2", "p::sub::2.2"]);
+}
+
+#[test]
+fn an_event_raised_before_continue_as_new_reaches_the_next_execution_in_any_batching() {
+    let mut r = OrchestrationRegistry::new();
+    r.register("Restart", |ctx: OrchestrationContext, input: String| async move {
+        if input == "first" {
+            return ctx.continue_as_new("second").await;
+        }
+        Ok(ctx.wait_for_event("go").await)
+    })
+    .unwrap();
+    for seed in 0..64 {
+        let mut host = common::host(r.clone()).shuffled(seed);
+        host.start("r", "Restart", "first");
+        host.raise_event("r", "go", "went");
+        assert_eq!(host.run_to_completion("r"), completed("went"), "seed {seed}");
+    }
 }

@@ -204,3 +204,20 @@ fn a_cached_engine_is_used_only_when_it_matches_the_stored_history() {
     assert_eq!(cached.output.as_deref(), Some("12"));
     assert_eq!(h1.len(), h2.len());
 }
+
+#[test]
+fn a_batch_without_the_next_executions_start_is_handed_back_not_dropped() {
+    let mut ended = HistoryBuilder::started("Echo", "x");
+    ended.push(
+        None,
+        duroxide_core::EventKind::OrchestrationContinuedAsNew {
+            input: "y".into(),
+            version: None,
+        },
+    );
+    let item = item(&ended.build(), 1, InstanceStatus::Running);
+    match process_item(&item, &registry(), None, &OPTIONS) {
+        TurnDecision::Abandon { reason, .. } => assert!(reason.contains("no start message"), "{reason}"),
+        other => panic!("the event must not be consumed: {other:?}"),
+    }
+}

@@ -152,6 +152,12 @@ pub struct ReplayEngine {
     version: String,
 }
 
+/// How the code ended in a poll.
+enum Ending {
+    Finished(Result<String, ErrorDetails>),
+    ContinuedAsNew(String, Option<String>),
+}
+
 impl std::fmt::Debug for ReplayEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplayEngine")
@@ -217,11 +223,19 @@ impl ReplayEngine {
             st.recorded = history.iter().filter(|e| is_command(&e.kind)).cloned().collect();
             st.next_event_id = history.len() as u64 + 1;
         }
-        for event in history {
+        for (i, event) in history.iter().enumerate() {
             if self.status != TurnStatus::Running {
                 break;
             }
             self.history_len = event.event_id;
+            if event.kind.is_terminal() {
+                // The recorded run ended here, but this code has not.
+                self.halt(NondeterminismError::NotFinished {
+                    event_id: event.event_id,
+                    recorded: event.kind.name().to_string(),
+                });
+                break;
+            }
             if is_command(&event.kind) {
                 let st = self.lock();
                 if st.nondeterminism.is_none() && st.matched_upto < event.event_id {
@@ -235,7 +249,9 @@ impl ReplayEngine {
             }
             self.lock().now_ms = event.timestamp_ms;
             self.apply_event(event.clone());
-            self.poll_and_settle(history.len() as u64);
+            if let Some(ending) = self.poll_and_settle() {
+                self.settle_replayed_ending(ending, &history[i + 1..]);
+            }
         }
         self.lock().replaying = false;
         // Replayed commands produced no actions (`ExecState::act` suppresses them); only a failure
@@ -481,7 +497,8 @@ impl ReplayEngine {
     fn apply_new_event(&mut self, event: Event) {
         self.history_len = event.event_id;
         self.apply_event(event);
-        self.poll_and_settle(0);
+        let replayed_ending = self.poll_and_settle();
+        debug_assert!(replayed_ending.is_none(), "new events are never replayed");
     }
 
     /// Delivers one non-command event to the execution state.
@@ -536,11 +553,12 @@ impl ReplayEngine {
         }
     }
 
-    /// Polls the code if something woke it, then checks whether the execution ended.
-    /// `replay_end` is the last history event id while replaying (0 otherwise).
-    fn poll_and_settle(&mut self, replay_end: u64) {
+    /// Polls the code if something woke it, then checks whether the execution ended. An ending
+    /// while replaying is returned for the caller to compare with history instead of being acted on.
+    #[must_use]
+    fn poll_and_settle(&mut self) -> Option<Ending> {
         if self.status != TurnStatus::Running {
-            return;
+            return None;
         }
         let mut result = None;
         if let Some(root) = self.root.as_mut() {
@@ -563,34 +581,64 @@ impl ReplayEngine {
         };
         if let Some(error) = nondeterminism {
             self.halt(error);
-        } else if let Some(error) = fatal {
-            self.finish(Err(error));
-        } else if let Some((input, version)) = can {
-            if replaying {
-                self.halt_finished_early(replay_end);
-            } else {
-                self.continue_as_new(input, version);
-            }
-        } else if let Some(result) = result {
-            if replaying {
-                self.halt_finished_early(replay_end);
-            } else {
-                self.finish(result.map_err(ErrorDetails::application));
-            }
+            return None;
         }
+        let ending = match (fatal, can, result) {
+            (Some(error), _, _) => Ending::Finished(Err(error)),
+            (None, Some((input, version)), _) => Ending::ContinuedAsNew(input, version),
+            (None, None, Some(result)) => Ending::Finished(result.map_err(ErrorDetails::application)),
+            (None, None, None) => return None,
+        };
+        if replaying {
+            return Some(ending);
+        }
+        match ending {
+            Ending::Finished(result) => self.finish(result),
+            Ending::ContinuedAsNew(input, version) => self.continue_as_new(input, version),
+        }
+        None
     }
 
-    fn halt_finished_early(&mut self, replay_end: u64) {
-        let next = self
-            .lock()
-            .recorded
-            .front()
-            .map(|e| (e.event_id, describe(&e.kind)));
-        let (event_id, expected) = next.unwrap_or((
-            replay_end + 1,
-            "more events (the execution was still running)".into(),
-        ));
-        self.halt(NondeterminismError::FinishedEarly { event_id, expected });
+    /// The code ended while replaying. That is right only where history records the same ending next;
+    /// then the execution is simply known to be over (its effects were carried out when it ran).
+    fn settle_replayed_ending(&mut self, ending: Ending, rest: &[Event]) {
+        // Commands the code already matched in this poll are not "what comes next".
+        let matched_upto = self.lock().matched_upto;
+        let next = rest
+            .iter()
+            .find(|e| !(is_command(&e.kind) && e.event_id <= matched_upto))
+            .map(|e| (e.event_id, e.kind.clone()));
+        let status = match (&ending, &next) {
+            (Ending::Finished(Ok(output)), Some((_, EventKind::OrchestrationCompleted { .. }))) => {
+                Some(TurnStatus::Completed {
+                    output: output.clone(),
+                })
+            }
+            (Ending::Finished(Err(error)), Some((_, EventKind::OrchestrationFailed { .. }))) => {
+                Some(TurnStatus::Failed { error: error.clone() })
+            }
+            (Ending::ContinuedAsNew(..), Some((_, EventKind::OrchestrationContinuedAsNew { .. }))) => {
+                Some(TurnStatus::ContinuedAsNew)
+            }
+            _ => None,
+        };
+        if let Some(status) = status {
+            let root = self.root.take();
+            drop(root); // still replaying: the drops' cancellations were carried out long ago
+            self.history_len = next.map_or(self.history_len, |(id, _)| id);
+            self.status = status;
+            return;
+        }
+        let error = match next {
+            Some((event_id, kind)) => NondeterminismError::FinishedEarly {
+                event_id,
+                expected: describe(&kind),
+            },
+            None => NondeterminismError::FinishedWithoutRecord {
+                event_id: self.history_len,
+            },
+        };
+        self.halt(error);
     }
 
     fn halt(&mut self, error: NondeterminismError) {

@@ -351,7 +351,17 @@ impl SimHost {
             .filter(|(_, (at, _))| *at <= now)
             .map(|(i, _)| i)
             .collect();
-        let take = if self.shuffle && visible.len() > 1 {
+        // A prefix models messages that arrived after the fetch. A start message for the next
+        // execution is never among those: it was committed by the previous turn, before anything
+        // behind it could be fetched, so a real provider always returns it with the rest.
+        let has_start = visible.iter().any(|&i| {
+            matches!(
+                codec::decode_message(&inst.queue[i].1),
+                Ok(OrchestratorMessage::StartOrchestration { .. }
+                    | OrchestratorMessage::ContinueAsNew { .. })
+            )
+        });
+        let take = if self.shuffle && visible.len() > 1 && !has_start {
             1 + (entropy as usize % visible.len())
         } else {
             visible.len()
