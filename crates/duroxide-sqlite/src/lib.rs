@@ -8,9 +8,9 @@
 //! * **Group commit.** Operations that queue while a transaction runs share the next one, each in its
 //!   own savepoint: a failing operation is rolled back alone, the others commit with one `COMMIT`.
 //!   Replies are sent only after the commit.
-//! * **Short hops.** Both sides of the hop to the writer look for the other's message for a few tens
-//!   of microseconds before parking, because waking a parked thread costs more than a typical
-//!   operation (notably on virtual machines).
+//! * **Short hops.** The idle writer looks for the next operation for a few tens of microseconds
+//!   (yielding its CPU) before it parks: a fetch is usually followed by its ack within microseconds,
+//!   and waking a parked thread costs more than a typical operation (notably on virtual machines).
 //! * **Durability.** File databases use WAL with `synchronous = NORMAL` by default, SQLite's standard
 //!   pairing for WAL: a commit survives a process crash at once and a power loss from the next
 //!   checkpoint on. Checkpoints run on a background connection so the writer never waits for their

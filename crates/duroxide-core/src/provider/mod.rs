@@ -75,6 +75,13 @@
 //!   and the current execution is never deleted. `QueueDepths.orchestrator_queue` counts visible
 //!   messages, `timer_queue` messages not yet visible, `worker_queue` all worker items.
 //!
+//! * Clarifications: renewing an unknown, acked or expired instance lock gives `LockLost`;
+//!   `ContinuedAsNew` is terminal for its execution (it sets `completed_at_ms`);
+//!   `prune_executions_bulk` with an empty filter is `InvalidInput` like `delete_instances_bulk`
+//!   (`limit` alone counts as a criterion); an owner whose session lease expired reclaims it like any
+//!   unowned session (it needs `may_claim_new`); an idle fetch waits for its poll timeout and returns
+//!   `Ok(None)` early only after a wake-up.
+//!
 //! Time in the contract is Unix epoch milliseconds. Lease durations are measured on the provider's own
 //! clock (for PostgreSQL: the database's).
 
