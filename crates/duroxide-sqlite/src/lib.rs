@@ -35,11 +35,10 @@
 //! Where the `Provider` contract leaves room, this provider: orders instances by the visibility time of
 //! their oldest message, and an abandon without delay moves the fetched messages behind work already
 //! waiting (so a poison instance abandoned again and again cannot starve others); an abandon with a
-//! delay keeps the whole instance unfetchable until then (so its messages stay in order); an
-//! `InstanceFilter` needs `instance_ids` or `completed_before_ms` (a `limit` alone is `InvalidInput`),
-//! for bulk deletes and bulk prunes alike; `prune_executions` on an unknown instance is `NotFound`,
-//! while reads of unknown instances return `None` or empty lists; session leases are renewed only
-//! while they are live.
+//! delay keeps the whole instance unfetchable until then (so its messages stay in order); an empty
+//! `InstanceFilter` is `InvalidInput` for bulk deletes and bulk prunes alike (`limit` alone counts as
+//! a criterion); `prune_executions` on an unknown instance is `NotFound`, while reads of unknown
+//! instances return `None` or empty lists; session leases are renewed only while they are live.
 //!
 //! # Example
 //!

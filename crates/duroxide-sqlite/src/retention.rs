@@ -140,13 +140,13 @@ pub(crate) fn delete_instances_bulk(
     Ok(total)
 }
 
-/// An `InstanceFilter` needs a criterion: `limit` alone is a cap, not a selection, and an empty
-/// filter selecting every instance is far more likely a mistake than an intent.
+/// An `InstanceFilter` needs at least one criterion (`limit` counts as one): an empty filter selecting
+/// every instance is far more likely a mistake than an intent.
 fn check_filter(operation: &'static str, filter: &InstanceFilter) -> Result<(), ProviderError> {
-    if filter.instance_ids.is_none() && filter.completed_before_ms.is_none() {
+    if filter.instance_ids.is_none() && filter.completed_before_ms.is_none() && filter.limit.is_none() {
         return Err(ProviderError::invalid_input(
             operation,
-            "the instance filter needs instance_ids or completed_before_ms (a limit alone selects nothing)",
+            "the instance filter is empty: set instance_ids, completed_before_ms or limit",
         ));
     }
     Ok(())
