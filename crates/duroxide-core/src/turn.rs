@@ -272,6 +272,13 @@ fn kv_after(snapshot: &[KvEntry], history: &[Event]) -> Vec<KvEntry> {
     kv.into_values().collect()
 }
 
+/// Fails the item's execution with `error` without running its code (for example when the code
+/// panicked): a terminal event, the parent's notification, every message consumed.
+pub fn fail_item(item: &OrchestrationItem, error: ErrorDetails) -> TurnDecision {
+    let next_event_id = item.history.last().map_or(0, |r| r.event_id) + 1;
+    fail_without_engine(item, item.instance.current_execution_id, next_event_id, error)
+}
+
 /// Unreadable data or an unknown name: back off and retry until `max_attempts`, then fail for good.
 fn retry_or_fail(
     item: &OrchestrationItem,

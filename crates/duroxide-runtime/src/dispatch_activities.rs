@@ -12,7 +12,7 @@ use duroxide_core::{ErrorDetails, ErrorKind, OrchestratorMessage};
 
 use crate::activity::ActivityContext;
 use crate::cancel::CancelSignal;
-use crate::dispatch_orchestrations::ErrorBackoff;
+use crate::dispatch_orchestrations::{panic_message, ErrorBackoff};
 use crate::metrics::Metrics;
 use crate::runtime::Shared;
 
@@ -126,7 +126,8 @@ async fn execute(shared: &Shared, lease: WorkItemLease) {
         provider: shared.provider.clone(),
     };
     let input = ctx.work.input.clone();
-    let mut activity = handler.invoke(ctx, input);
+    // Its own task, so a panicking activity fails that activity rather than this worker slot.
+    let mut activity = tokio::spawn(handler.invoke(ctx, input));
     // Renew often enough that a cancellation committed by another process (which deletes the item)
     // is noticed within about half a second, and the lease never lapses while the activity runs.
     let renew_every = (shared.options.worker_lock_timeout / 3).min(Duration::from_millis(500));
@@ -134,7 +135,10 @@ async fn execute(shared: &Shared, lease: WorkItemLease) {
     ticker.tick().await;
     let outcome = loop {
         tokio::select! {
-            result = &mut activity => break Some(result),
+            joined = &mut activity => break Some(joined.unwrap_or_else(|e| {
+                let reason = if e.is_panic() { panic_message(e.into_panic().as_ref()) } else { e.to_string() };
+                Err(format!("activity panicked: {reason}"))
+            })),
             _ = ticker.tick(), if !cancel.is_cancelled() => {
                 match shared.provider.renew_work_item_lock(&lease.lock_token, shared.options.worker_lock_timeout).await {
                     Ok(()) => {}
@@ -156,6 +160,7 @@ async fn execute(shared: &Shared, lease: WorkItemLease) {
     let Some(result) = outcome else {
         // Shutdown timed out: hand the item back so another runtime runs it at once.
         cancel.cancel();
+        activity.abort();
         let _ = shared.provider.abandon_work_item(&lease.lock_token, None).await;
         return;
     };

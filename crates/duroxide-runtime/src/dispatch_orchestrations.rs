@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use duroxide_core::provider::{OrchestrationItem, ProviderErrorKind};
-use duroxide_core::turn::{process_item, TurnDecision, TurnOptions, TurnOutcome, TurnReport};
-use duroxide_core::ErrorKind;
+use duroxide_core::turn::{fail_item, process_item, TurnDecision, TurnOptions, TurnOutcome, TurnReport};
+use duroxide_core::{ErrorDetails, ErrorKind};
 
 use crate::metrics::Metrics;
 use crate::runtime::Shared;
@@ -35,6 +35,15 @@ impl ErrorBackoff {
     pub fn reset(&mut self) {
         self.0 = 0;
     }
+}
+
+/// The text of a panic payload (`panic!` with a message gives a `&str` or a `String`).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic payload".to_string())
 }
 
 /// One dispatcher slot: loops until the runtime stops.
@@ -72,7 +81,16 @@ async fn handle(shared: &Shared, item: OrchestrationItem) {
         entropy: uuid::Uuid::new_v4().as_u64_pair().0,
         max_attempts: shared.options.max_attempts,
     };
-    match process_item(&item, &shared.orchestrations, cached, &options) {
+    // User code runs inside `process_item`; a panic there must fail that instance, not this slot.
+    let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        process_item(&item, &shared.orchestrations, cached, &options)
+    }))
+    .unwrap_or_else(|panic| {
+        let message = format!("orchestration code panicked: {}", panic_message(panic.as_ref()));
+        tracing::error!(target: "duroxide::runtime", instance_id = %item.instance_id, "{message}");
+        fail_item(&item, ErrorDetails::application(message))
+    });
+    match decision {
         TurnDecision::Ack { ack, engine, report } => {
             let cancels = ack.cancel_activities.clone();
             if commit(shared, &item, *ack).await {
