@@ -20,7 +20,7 @@
 //!
 //! 3. In `tests/conformance.rs`, generate one test per check:
 //!
-//!    ```ignore
+//!    ```text
 //!    use std::sync::Arc;
 //!    use duroxide_conformance::{async_trait, Capabilities, ProviderFactory};
 //!    use duroxide_core::Provider;
@@ -58,7 +58,7 @@
 //! To run everything from one test instead (for a custom harness or a report), call
 //! [`run_all`] and then [`Report::assert_passed`], which lists every failure by name:
 //!
-//! ```ignore
+//! ```text
 //! #[tokio::test(flavor = "multi_thread")]
 //! async fn conformance() {
 //!     duroxide_conformance::run_all(&FreshSchema).await.assert_passed();
