@@ -19,6 +19,23 @@ const STEPS: &[Step] = &[
     ),
     // Includes doc tests and the tidy test (xtask/tests/tidy.rs).
     Step::new("tests", &["cargo", "test", "--workspace"]),
+    // The README's first command, and the other examples: each must run to completion.
+    Step::new(
+        "example hello_world",
+        &["cargo", "run", "--quiet", "--example", "hello_world"],
+    ),
+    Step::new(
+        "example fan_out",
+        &["cargo", "run", "--quiet", "--example", "fan_out"],
+    ),
+    Step::new(
+        "example timers_and_events",
+        &["cargo", "run", "--quiet", "--example", "timers_and_events"],
+    ),
+    Step::new(
+        "example continue_as_new",
+        &["cargo", "run", "--quiet", "--example", "continue_as_new"],
+    ),
 ];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
