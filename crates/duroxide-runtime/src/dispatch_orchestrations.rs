@@ -155,7 +155,7 @@ async fn commit(shared: &Shared, item: &OrchestrationItem, ack: duroxide_core::p
 fn record(shared: &Shared, item: &OrchestrationItem, report: &TurnReport) {
     let name = &item.instance.name;
     for line in &report.logs {
-        logging::emit(line, name);
+        logging::emit(line, name, &shared.options);
     }
     for dropped in &report.discarded {
         tracing::debug!(target: "duroxide::runtime", instance_id = %item.instance_id, message = dropped.message, "message discarded: {}", dropped.reason);

@@ -18,21 +18,22 @@ pub(crate) fn init(options: &RuntimeOptions) {
     };
 }
 
-/// Writes one orchestration trace line (already filtered for replay by the engine).
-pub(crate) fn emit(record: &LogRecord, name: &str) {
+/// Writes one orchestration trace line (already filtered for replay by the engine), tagged with the
+/// service's name and version when the options set them.
+pub(crate) fn emit(record: &LogRecord, name: &str, options: &RuntimeOptions) {
     let (id, exec, msg) = (&record.instance_id, record.execution_id, &record.message);
+    let service = options.service_name.as_deref().unwrap_or("");
+    let version = options.service_version.as_deref().unwrap_or("");
+    macro_rules! line {
+        ($level:ident) => {
+            tracing::$level!(target: "duroxide::orchestration", instance_id = %id, execution_id = exec,
+                orchestration_name = %name, service_name = service, service_version = version, "{msg}")
+        };
+    }
     match record.level {
-        LogLevel::Debug => {
-            tracing::debug!(target: "duroxide::orchestration", instance_id = %id, execution_id = exec, orchestration_name = %name, "{msg}")
-        }
-        LogLevel::Info => {
-            tracing::info!(target: "duroxide::orchestration", instance_id = %id, execution_id = exec, orchestration_name = %name, "{msg}")
-        }
-        LogLevel::Warn => {
-            tracing::warn!(target: "duroxide::orchestration", instance_id = %id, execution_id = exec, orchestration_name = %name, "{msg}")
-        }
-        LogLevel::Error => {
-            tracing::error!(target: "duroxide::orchestration", instance_id = %id, execution_id = exec, orchestration_name = %name, "{msg}")
-        }
+        LogLevel::Debug => line!(debug),
+        LogLevel::Info => line!(info),
+        LogLevel::Warn => line!(warn),
+        LogLevel::Error => line!(error),
     }
 }
