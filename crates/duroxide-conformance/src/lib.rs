@@ -88,6 +88,7 @@
 
 pub mod checks;
 mod factory;
+pub mod faults;
 mod runner;
 mod support;
 
