@@ -1,3 +1,65 @@
-//! PostgreSQL provider for duroxide: not built yet (planned in the "PostgreSQL provider" issue).
+//! duroxide's PostgreSQL provider: many processes, one database, nothing lost.
 //!
-//! This crate intentionally exposes nothing until it works.
+//! # Design
+//!
+//! * **One round trip per fetch and per ack.** The hot operations are PL/pgSQL functions installed by
+//!   the migrations; a fetch (lock the next instance, stamp its messages, read history and KV) and a
+//!   turn's whole ack (history, metadata, KV, worker items, messages, cancellations, lock release) are
+//!   each one prepared statement, one transaction. Acks pass their parts as arrays, never as parsed
+//!   payloads: the provider stores what it is given.
+//! * **Claims that never wait and never miss.** Candidates are locked with `FOR NO KEY UPDATE SKIP
+//!   LOCKED`, so concurrent fetchers move on to the next free instance or item instead of blocking or
+//!   reporting "no work". Session claims re-check ownership atomically.
+//! * **One clock.** Leases, visibility and timestamps use the database clock at millisecond precision,
+//!   so hosts with skewed clocks still agree on who holds a lock.
+//! * **Idempotent acks.** The instance remembers the last committed ack's token and fingerprint; the
+//!   same ack repeated after a lost reply succeeds instead of failing the turn.
+//! * **Wake-ups, not polling.** A dedicated listener connection per provider object LISTENs on the
+//!   schema's channel; writes announce themselves to local fetches at once and to other processes
+//!   with `pg_notify`. After an empty look a queue is known empty until an announcement, a stored due
+//!   time or a two-second recheck, so an idle runtime issues about one query per queue every two
+//!   seconds (see `wakeups` and `listener` in the source for why NOTIFY is sent after the commit).
+//! * **Schema.** All objects live in one schema (default [`DEFAULT_SCHEMA`]), validated and always
+//!   quoted. Versioned, forward-only migrations run in one transaction under an advisory lock, so many
+//!   processes can start at once; a schema from a newer version is refused
+//!   ([`ConnectError::SchemaTooNew`]).
+//! * **Errors.** Lost connections, serialization failures, deadlocks and server restarts are
+//!   `Retryable`; the pool replaces broken connections, and the listener reconnects with backoff.
+//!
+//! TLS is not built in: connect over a trusted network or a local socket.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use duroxide_postgres::PostgresProvider;
+//!
+//! # async fn example() -> Result<(), duroxide_postgres::ConnectError> {
+//! let provider = PostgresProvider::connect("postgres://app:secret@db.internal:5432/app").await?;
+//! let tenant = PostgresProvider::connect_with_schema("postgres://app:secret@db.internal/app", "tenant_7").await?;
+//! # let _ = (provider, tenant);
+//! # Ok(())
+//! # }
+//! ```
+
+mod connection;
+mod db;
+mod error;
+mod fingerprint;
+mod listener;
+mod lock_token;
+mod management;
+mod migrations;
+mod orchestrator_queue;
+mod provider;
+mod reads;
+mod retention;
+mod rows;
+mod schema;
+mod turn_ack;
+mod wakeups;
+mod worker_queue;
+
+pub use error::ConnectError;
+pub use migrations::LATEST_VERSION as SCHEMA_VERSION;
+pub use provider::{PostgresOptions, PostgresProvider};
+pub use schema::DEFAULT_SCHEMA;

@@ -1,0 +1,197 @@
+//! The orchestrator queue: creating instances, enqueueing messages, and the peek-lock turn cycle
+//! (fetch, abandon, renew; the ack is in `turn_ack`). Each call is one statement, one round trip.
+
+use std::time::Duration;
+
+use duroxide_core::limits::validate_instance_id;
+use duroxide_core::provider::{
+    HistoryRecord, KvEntry, NewMessage, OrchestrationItem, ProviderError, StoredMessage,
+};
+use tokio_postgres::Row;
+
+use crate::db::Db;
+use crate::lock_token;
+use crate::rows::{self, get, to_u32, to_u64};
+use crate::wakeups::Polled;
+
+/// `Provider::create_instance`. Returns whether the instance was created.
+pub(crate) async fn create_instance(db: &Db, message: &NewMessage) -> Result<bool, ProviderError> {
+    const OP: &str = "create_instance";
+    let Some(creation) = &message.creates else {
+        return Err(ProviderError::invalid_input(
+            OP,
+            "the start message has no `creates` (instance metadata)",
+        ));
+    };
+    validate_instance_id(&message.instance_id).map_err(|reason| ProviderError::invalid_input(OP, reason))?;
+    let visible_at = message.visible_at_ms.map(rows::time_to_i64);
+    let row = db
+        .query_one(
+            OP,
+            &db.sql.create_instance,
+            &[
+                &message.instance_id,
+                &creation.name,
+                &creation.version,
+                &creation.parent_instance_id,
+                &message.payload,
+                &visible_at,
+            ],
+        )
+        .await?;
+    get(OP, &row, 0)
+}
+
+/// `Provider::enqueue_message`: refused with `NotFound` when the instance does not exist.
+pub(crate) async fn enqueue_message(db: &Db, message: &NewMessage) -> Result<(), ProviderError> {
+    const OP: &str = "enqueue_message";
+    let visible_at = message.visible_at_ms.map(rows::time_to_i64);
+    let stored = db
+        .execute(
+            OP,
+            &db.sql.enqueue_message,
+            &[&message.instance_id, &message.payload, &visible_at],
+        )
+        .await?;
+    if stored == 0 {
+        return Err(ProviderError::not_found(
+            OP,
+            format!("instance {:?} does not exist", message.instance_id),
+        ));
+    }
+    Ok(())
+}
+
+/// `Provider::fetch_orchestration_item`, one look.
+pub(crate) async fn fetch(
+    db: &Db,
+    lock_timeout: Duration,
+) -> Result<Polled<OrchestrationItem>, ProviderError> {
+    const OP: &str = "fetch_orchestration_item";
+    let secret = lock_token::new_secret();
+    let row = db
+        .query_one(
+            OP,
+            &db.sql.fetch_orchestration_item,
+            &[&secret, &rows::duration_ms(lock_timeout)],
+        )
+        .await?;
+    let instance_id: Option<String> = get(OP, &row, 0)?;
+    if instance_id.is_none() {
+        return Ok(Polled::Empty {
+            due: due_from_now(OP, &row, 19, 20)?,
+        });
+    }
+    decode_item(OP, &row, secret).map(Polled::Found)
+}
+
+/// How long after the database's "now" (column `now_at`) the due time (column `due_at`) lies.
+pub(crate) fn due_from_now(
+    operation: &'static str,
+    row: &Row,
+    now_at: usize,
+    due_at: usize,
+) -> Result<Option<Duration>, ProviderError> {
+    let now: i64 = get(operation, row, now_at)?;
+    let due: Option<i64> = get(operation, row, due_at)?;
+    Ok(due.map(|due| Duration::from_millis(u64::try_from(due.saturating_sub(now)).unwrap_or(0))))
+}
+
+/// Decodes the row of `fetch_orchestration_item` for a locked instance.
+fn decode_item(
+    operation: &'static str,
+    row: &Row,
+    secret: uuid::Uuid,
+) -> Result<OrchestrationItem, ProviderError> {
+    let (instance, custom_status) = rows::instance(operation, row, 0)?;
+    let attempt = to_u32(operation, "attempt", get(operation, row, 11)?)?;
+    let messages: Vec<String> = get::<Option<Vec<String>>>(operation, row, 12)?.unwrap_or_default();
+    let history = rows::zip3(
+        operation,
+        "history",
+        get::<Option<Vec<i64>>>(operation, row, 13)?,
+        get::<Option<Vec<String>>>(operation, row, 14)?,
+        get::<Option<Vec<String>>>(operation, row, 15)?,
+    )?
+    .into_iter()
+    .map(|(event_id, kind, payload)| {
+        Ok(HistoryRecord {
+            event_id: to_u64(operation, "event id", event_id)?,
+            kind,
+            payload,
+        })
+    })
+    .collect::<Result<Vec<_>, ProviderError>>()?;
+    let kv_snapshot = rows::zip3(
+        operation,
+        "KV snapshot",
+        get::<Option<Vec<String>>>(operation, row, 16)?,
+        get::<Option<Vec<String>>>(operation, row, 17)?,
+        get::<Option<Vec<i64>>>(operation, row, 18)?,
+    )?
+    .into_iter()
+    .map(|(key, value, updated_at_ms)| {
+        Ok(KvEntry {
+            key,
+            value,
+            updated_at_ms: to_u64(operation, "KV updated_at_ms", updated_at_ms)?,
+        })
+    })
+    .collect::<Result<Vec<_>, ProviderError>>()?;
+    Ok(OrchestrationItem {
+        instance_id: instance.instance_id.clone(),
+        lock_token: lock_token::token(secret, &instance.instance_id),
+        attempt,
+        instance,
+        history,
+        messages: messages
+            .into_iter()
+            .map(|payload| StoredMessage { payload })
+            .collect(),
+        kv_snapshot,
+        custom_status,
+    })
+}
+
+pub(crate) fn lock_lost(operation: &'static str) -> ProviderError {
+    ProviderError::lock_lost(
+        operation,
+        "the lock token is unknown or its lease expired; nothing was changed",
+    )
+}
+
+/// `Provider::abandon_orchestration_item`.
+pub(crate) async fn abandon(db: &Db, token: &str, delay: Option<Duration>) -> Result<(), ProviderError> {
+    const OP: &str = "abandon_orchestration_item";
+    let (secret, instance_id) = lock_token::parse(token).ok_or_else(|| lock_lost(OP))?;
+    let delay_ms = delay.map(rows::duration_ms);
+    let row = db
+        .query_one(
+            OP,
+            &db.sql.abandon_orchestration_item,
+            &[&instance_id, &secret, &delay_ms],
+        )
+        .await?;
+    if get::<bool>(OP, &row, 0)? {
+        Ok(())
+    } else {
+        Err(lock_lost(OP))
+    }
+}
+
+/// `Provider::renew_orchestration_item_lock`.
+pub(crate) async fn renew(db: &Db, token: &str, extend_by: Duration) -> Result<(), ProviderError> {
+    const OP: &str = "renew_orchestration_item_lock";
+    let (secret, instance_id) = lock_token::parse(token).ok_or_else(|| lock_lost(OP))?;
+    let renewed = db
+        .execute(
+            OP,
+            &db.sql.renew_orchestration_item,
+            &[&instance_id, &secret, &rows::duration_ms(extend_by)],
+        )
+        .await?;
+    if renewed == 0 {
+        return Err(lock_lost(OP));
+    }
+    Ok(())
+}

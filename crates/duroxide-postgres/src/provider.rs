@@ -1,0 +1,354 @@
+//! `PostgresProvider`: connecting, and the `Provider` contract on a connection pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use duroxide_core::provider::{
+    CustomStatus, DeleteResult, ExecutionInfo, HistoryRecord, InstanceFilter, InstanceInfo, InstanceStats,
+    InstanceStatus, KvEntry, NewMessage, OrchestrationItem, Provider, ProviderError, PruneOptions,
+    PruneResult, QueueDepths, SystemMetrics, TurnAck, WorkItemLease, WorkerFetch,
+};
+
+use crate::connection::Target;
+use crate::db::Db;
+use crate::error::ConnectError;
+use crate::listener::Listener;
+use crate::schema::{Schema, DEFAULT_SCHEMA};
+use crate::turn_ack::AckEffects;
+use crate::wakeups::{Queue, Wakeups};
+use crate::{management, migrations, orchestrator_queue, reads, retention, turn_ack, worker_queue};
+
+/// The key of the one orchestrator fetch request there is (orchestrator fetches have no filter).
+const ORCHESTRATOR_KEY: &str = "orchestrator";
+
+/// How to connect, beyond the URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresOptions {
+    schema: String,
+    max_connections: usize,
+}
+
+impl Default for PostgresOptions {
+    /// Schema [`DEFAULT_SCHEMA`], at most 16 pooled connections (plus one listener connection).
+    fn default() -> Self {
+        PostgresOptions {
+            schema: DEFAULT_SCHEMA.to_owned(),
+            max_connections: 16,
+        }
+    }
+}
+
+impl PostgresOptions {
+    /// The schema that holds the provider's tables (created if missing). Several applications or
+    /// tenants can share one database in different schemas.
+    pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Most pooled connections this provider object opens (at least 1). Fetches and acks hold one
+    /// for a single round trip, so a few times the number of cores is plenty.
+    pub fn with_max_connections(mut self, max_connections: usize) -> Self {
+        self.max_connections = max_connections.max(1);
+        self
+    }
+}
+
+/// A duroxide [`Provider`] on PostgreSQL. Cheap to clone: clones share one pool, one listener
+/// connection and one set of wake-ups.
+///
+/// Any number of provider objects, in any number of processes, may share one schema: instance locks
+/// and work item leases live in the database and are timed by its clock, and LISTEN/NOTIFY wakes
+/// waiting fetches everywhere when work arrives.
+#[derive(Clone)]
+pub struct PostgresProvider {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    wakeups: Arc<Wakeups>,
+    listener: Listener,
+    target: String,
+}
+
+impl std::fmt::Debug for PostgresProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresProvider")
+            .field("server", &self.inner.target)
+            .field("schema", &self.inner.db.schema().name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresProvider {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/database`, or a libpq
+    /// key=value string) and uses the schema [`DEFAULT_SCHEMA`], creating or migrating it as needed.
+    ///
+    /// Fails with a [`ConnectError`] naming what is wrong (bad URL, unreachable server, rejected
+    /// credentials, schema from a newer version), having created nothing.
+    pub async fn connect(url: &str) -> Result<PostgresProvider, ConnectError> {
+        PostgresProvider::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// Like [`connect`](Self::connect), with the provider's tables in `schema`: ASCII letters, digits
+    /// and `_`, at most 63 bytes, not starting with a digit or `pg_`. The name is always quoted, so
+    /// it is case-sensitive.
+    pub async fn connect_with_schema(url: &str, schema: &str) -> Result<PostgresProvider, ConnectError> {
+        PostgresProvider::connect_with(url, PostgresOptions::default().with_schema(schema)).await
+    }
+
+    /// Like [`connect`](Self::connect), with every option.
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<PostgresProvider, ConnectError> {
+        let schema = Schema::new(&options.schema).map_err(|reason| ConnectError::InvalidSchema {
+            schema: options.schema.clone(),
+            reason,
+        })?;
+        let target = Target::parse(url)?;
+        migrations::run(&target, &schema).await?;
+        let pool = target.pool(options.max_connections)?;
+        let wakeups = Arc::new(Wakeups::default());
+        let listener = Listener::start(target.clone(), schema.channel(), wakeups.clone()).await?;
+        Ok(PostgresProvider {
+            inner: Arc::new(Inner {
+                db: Db::new(pool, schema),
+                wakeups,
+                listener,
+                target: target.description,
+            }),
+        })
+    }
+
+    /// The schema this provider uses.
+    pub fn schema(&self) -> &str {
+        self.inner.db.schema().name()
+    }
+
+    fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// Work became fetchable on `queue`: wake this object's fetches now, and tell other processes.
+    fn announce(&self, queue: Queue) {
+        self.inner.wakeups.work_arrived(queue);
+        self.inner.listener.announce(queue);
+    }
+
+    fn announce_effects(&self, effects: AckEffects) {
+        if effects.orchestrator_work {
+            self.announce(Queue::Orchestrator);
+        }
+        if effects.worker_work {
+            self.announce(Queue::Worker);
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for PostgresProvider {
+    async fn create_instance(&self, message: NewMessage) -> Result<bool, ProviderError> {
+        let created = orchestrator_queue::create_instance(self.db(), &message).await?;
+        if created {
+            self.announce(Queue::Orchestrator);
+        }
+        Ok(created)
+    }
+
+    async fn enqueue_message(&self, message: NewMessage) -> Result<(), ProviderError> {
+        orchestrator_queue::enqueue_message(self.db(), &message).await?;
+        self.announce(Queue::Orchestrator);
+        Ok(())
+    }
+
+    async fn fetch_orchestration_item(
+        &self,
+        lock_timeout: Duration,
+        poll_timeout: Duration,
+    ) -> Result<Option<OrchestrationItem>, ProviderError> {
+        self.inner
+            .wakeups
+            .long_poll(Queue::Orchestrator, ORCHESTRATOR_KEY, poll_timeout, || {
+                orchestrator_queue::fetch(self.db(), lock_timeout)
+            })
+            .await
+    }
+
+    async fn ack_orchestration_item(&self, lock_token: &str, ack: TurnAck) -> Result<(), ProviderError> {
+        let effects = turn_ack::ack(self.db(), lock_token, &ack).await?;
+        self.announce_effects(effects);
+        Ok(())
+    }
+
+    async fn abandon_orchestration_item(
+        &self,
+        lock_token: &str,
+        delay: Option<Duration>,
+    ) -> Result<(), ProviderError> {
+        orchestrator_queue::abandon(self.db(), lock_token, delay).await?;
+        // Waiting fetches must look again: at once (no delay) or to learn the new due time.
+        self.announce(Queue::Orchestrator);
+        Ok(())
+    }
+
+    async fn renew_orchestration_item_lock(
+        &self,
+        lock_token: &str,
+        extend_by: Duration,
+    ) -> Result<(), ProviderError> {
+        orchestrator_queue::renew(self.db(), lock_token, extend_by).await
+    }
+
+    async fn fetch_work_item(
+        &self,
+        request: &WorkerFetch,
+        poll_timeout: Duration,
+    ) -> Result<Option<WorkItemLease>, ProviderError> {
+        if !worker_queue::admits_anything(request) {
+            // Nothing can ever match; wait out the poll (or a wake_all) so callers do not spin.
+            return self
+                .inner
+                .wakeups
+                .long_poll(Queue::Worker, "admits nothing", poll_timeout, || async {
+                    Ok(crate::wakeups::Polled::Empty { due: None })
+                })
+                .await;
+        }
+        let key = worker_queue::request_key(request);
+        self.inner
+            .wakeups
+            .long_poll(Queue::Worker, &key, poll_timeout, || {
+                worker_queue::fetch(self.db(), request)
+            })
+            .await
+    }
+
+    async fn ack_work_item(
+        &self,
+        lock_token: &str,
+        completion: Option<NewMessage>,
+    ) -> Result<(), ProviderError> {
+        if worker_queue::ack(self.db(), lock_token, completion.as_ref()).await? {
+            self.announce(Queue::Orchestrator);
+        }
+        Ok(())
+    }
+
+    async fn abandon_work_item(
+        &self,
+        lock_token: &str,
+        delay: Option<Duration>,
+    ) -> Result<(), ProviderError> {
+        worker_queue::abandon(self.db(), lock_token, delay).await?;
+        self.announce(Queue::Worker);
+        Ok(())
+    }
+
+    async fn renew_work_item_lock(&self, lock_token: &str, extend_by: Duration) -> Result<(), ProviderError> {
+        worker_queue::renew(self.db(), lock_token, extend_by).await
+    }
+
+    async fn renew_session_leases(
+        &self,
+        owner_id: &str,
+        session_ids: &[String],
+        extend_by: Duration,
+    ) -> Result<usize, ProviderError> {
+        if session_ids.is_empty() {
+            return Ok(0);
+        }
+        worker_queue::renew_sessions(self.db(), owner_id, session_ids, extend_by).await
+    }
+
+    async fn release_session(&self, owner_id: &str, session_id: &str) -> Result<(), ProviderError> {
+        if worker_queue::release_session(self.db(), owner_id, session_id).await? {
+            // Items of this session waiting for their owner may now go to any worker.
+            self.announce(Queue::Worker);
+        }
+        Ok(())
+    }
+
+    async fn get_instance_info(&self, instance_id: &str) -> Result<Option<InstanceInfo>, ProviderError> {
+        reads::instance_info(self.db(), instance_id).await
+    }
+
+    async fn get_custom_status(&self, instance_id: &str) -> Result<Option<CustomStatus>, ProviderError> {
+        reads::custom_status(self.db(), instance_id).await
+    }
+
+    async fn read_history(
+        &self,
+        instance_id: &str,
+        execution_id: u64,
+    ) -> Result<Vec<HistoryRecord>, ProviderError> {
+        reads::history(self.db(), instance_id, execution_id).await
+    }
+
+    async fn get_kv_value(&self, instance_id: &str, key: &str) -> Result<Option<String>, ProviderError> {
+        reads::kv_value(self.db(), instance_id, key).await
+    }
+
+    async fn get_kv_entries(&self, instance_id: &str) -> Result<Vec<KvEntry>, ProviderError> {
+        reads::kv_entries(self.db(), instance_id).await
+    }
+
+    async fn list_instances(&self, status: Option<InstanceStatus>) -> Result<Vec<String>, ProviderError> {
+        management::list_instances(self.db(), status).await
+    }
+
+    async fn list_executions(&self, instance_id: &str) -> Result<Vec<u64>, ProviderError> {
+        management::list_executions(self.db(), instance_id).await
+    }
+
+    async fn get_execution_info(
+        &self,
+        instance_id: &str,
+        execution_id: u64,
+    ) -> Result<Option<ExecutionInfo>, ProviderError> {
+        management::execution_info(self.db(), instance_id, execution_id).await
+    }
+
+    async fn get_instance_tree(&self, instance_id: &str) -> Result<Vec<String>, ProviderError> {
+        management::get_instance_tree(self.db(), instance_id).await
+    }
+
+    async fn delete_instance(&self, instance_id: &str, force: bool) -> Result<DeleteResult, ProviderError> {
+        retention::delete_instance(self.db(), instance_id, force).await
+    }
+
+    async fn delete_instances_bulk(&self, filter: &InstanceFilter) -> Result<DeleteResult, ProviderError> {
+        retention::delete_instances_bulk(self.db(), filter).await
+    }
+
+    async fn prune_executions(
+        &self,
+        instance_id: &str,
+        options: &PruneOptions,
+    ) -> Result<PruneResult, ProviderError> {
+        retention::prune_executions(self.db(), instance_id, options).await
+    }
+
+    async fn prune_executions_bulk(
+        &self,
+        filter: &InstanceFilter,
+        options: &PruneOptions,
+    ) -> Result<PruneResult, ProviderError> {
+        retention::prune_executions_bulk(self.db(), filter, options).await
+    }
+
+    async fn get_system_metrics(&self) -> Result<SystemMetrics, ProviderError> {
+        management::system_metrics(self.db()).await
+    }
+
+    async fn get_queue_depths(&self) -> Result<QueueDepths, ProviderError> {
+        management::queue_depths(self.db()).await
+    }
+
+    async fn get_instance_stats(&self, instance_id: &str) -> Result<Option<InstanceStats>, ProviderError> {
+        management::instance_stats(self.db(), instance_id).await
+    }
+
+    fn wake_all(&self) {
+        self.inner.wakeups.wake_all();
+    }
+}

@@ -1,0 +1,222 @@
+//! The worker queue: fetching an activity under a lease (tag filter, session routing), acking it with
+//! its completion, abandoning and renewing it, and session leases.
+
+use std::time::Duration;
+
+use duroxide_core::provider::{
+    ActivityRef, NewMessage, ProviderError, TagFilter, WorkItemLease, WorkerFetch,
+};
+
+use crate::db::Db;
+use crate::lock_token;
+use crate::orchestrator_queue::due_from_now;
+use crate::rows::{self, get, to_u32, to_u64};
+use crate::turn_ack::MessageColumns;
+use crate::wakeups::Polled;
+
+/// The tag filter as the database function takes it: untagged items admitted, every tag admitted, and
+/// the admitted tags. `None` when the filter admits nothing at all (no query needed).
+fn tag_params(filter: &TagFilter) -> Option<(bool, bool, &[String])> {
+    match filter {
+        TagFilter::None => None,
+        TagFilter::Any => Some((true, true, &[])),
+        TagFilter::DefaultOnly => Some((true, false, &[])),
+        TagFilter::Tags(tags) if tags.is_empty() => None,
+        TagFilter::Tags(tags) => Some((false, false, tags)),
+        TagFilter::DefaultAnd(tags) => Some((true, false, tags)),
+    }
+}
+
+/// Whether a request can ever be served; one that cannot only waits out its poll.
+pub(crate) fn admits_anything(request: &WorkerFetch) -> bool {
+    tag_params(&request.tag_filter).is_some()
+}
+
+/// Fetches that see the same queue share what an empty look learned (see `wakeups`).
+pub(crate) fn request_key(request: &WorkerFetch) -> String {
+    match &request.session {
+        None => format!("{:?}", request.tag_filter),
+        Some(s) => format!("{:?}|{}|{}", request.tag_filter, s.owner_id, s.may_claim_new),
+    }
+}
+
+/// `Provider::fetch_work_item`, one look.
+pub(crate) async fn fetch(db: &Db, request: &WorkerFetch) -> Result<Polled<WorkItemLease>, ProviderError> {
+    const OP: &str = "fetch_work_item";
+    let Some((untagged, any_tag, tags)) = tag_params(&request.tag_filter) else {
+        return Ok(Polled::Empty { due: None });
+    };
+    let secret = lock_token::new_secret();
+    let owner = request.session.as_ref().map(|s| s.owner_id.as_str());
+    let session_lease = request.session.as_ref().map_or(0, |s| rows::duration_ms(s.lease));
+    let may_claim = request.session.as_ref().is_some_and(|s| s.may_claim_new);
+    let row = db
+        .query_one(
+            OP,
+            &db.sql.fetch_work_item,
+            &[
+                &secret,
+                &rows::duration_ms(request.lock_timeout),
+                &untagged,
+                &any_tag,
+                &tags,
+                &owner,
+                &session_lease,
+                &may_claim,
+            ],
+        )
+        .await?;
+    let Some(id) = get::<Option<i64>>(OP, &row, 0)? else {
+        return Ok(Polled::Empty {
+            due: due_from_now(OP, &row, 8, 9)?,
+        });
+    };
+    Ok(Polled::Found(WorkItemLease {
+        lock_token: lock_token::token(secret, &id.to_string()),
+        activity: ActivityRef {
+            instance_id: get(OP, &row, 1)?,
+            execution_id: to_u64(OP, "execution id", get(OP, &row, 2)?)?,
+            event_id: to_u64(OP, "event id", get(OP, &row, 3)?)?,
+        },
+        payload: get(OP, &row, 4)?,
+        attempt: to_u32(OP, "attempt", get(OP, &row, 5)?)?,
+        session_id: get(OP, &row, 6)?,
+        tag: get(OP, &row, 7)?,
+    }))
+}
+
+fn lock_lost(operation: &'static str) -> ProviderError {
+    ProviderError::lock_lost(
+        operation,
+        "the work item's lock token is unknown, its lease expired, or the item was cancelled; nothing was changed",
+    )
+}
+
+/// The row id and secret of a work-item token; `LockLost` for text no fetch produced.
+fn parse_token(operation: &'static str, token: &str) -> Result<(i64, uuid::Uuid), ProviderError> {
+    lock_token::parse(token)
+        .and_then(|(secret, id)| Some((id.parse().ok()?, secret)))
+        .ok_or_else(|| lock_lost(operation))
+}
+
+/// `Provider::ack_work_item`. Returns whether a completion was enqueued.
+pub(crate) async fn ack(
+    db: &Db,
+    token: &str,
+    completion: Option<&NewMessage>,
+) -> Result<bool, ProviderError> {
+    const OP: &str = "ack_work_item";
+    let (id, secret) = parse_token(OP, token)?;
+    let messages = MessageColumns::new(completion);
+    let [instances, payloads, visible_at, creates, names, versions, parents] = messages.params();
+    let row = db
+        .query_one(
+            OP,
+            &db.sql.ack_work_item,
+            &[
+                &id, &secret, instances, payloads, visible_at, creates, names, versions, parents,
+            ],
+        )
+        .await?;
+    match get::<i32>(OP, &row, 0)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(lock_lost(OP)),
+    }
+}
+
+/// `Provider::abandon_work_item`.
+pub(crate) async fn abandon(db: &Db, token: &str, delay: Option<Duration>) -> Result<(), ProviderError> {
+    const OP: &str = "abandon_work_item";
+    let (id, secret) = parse_token(OP, token)?;
+    let delay_ms = delay.map_or(0, rows::duration_ms);
+    let released = db
+        .execute(OP, &db.sql.abandon_work_item, &[&id, &secret, &delay_ms])
+        .await?;
+    if released == 0 {
+        return Err(lock_lost(OP));
+    }
+    Ok(())
+}
+
+/// `Provider::renew_work_item_lock`.
+pub(crate) async fn renew(db: &Db, token: &str, extend_by: Duration) -> Result<(), ProviderError> {
+    const OP: &str = "renew_work_item_lock";
+    let (id, secret) = parse_token(OP, token)?;
+    let renewed = db
+        .execute(
+            OP,
+            &db.sql.renew_work_item,
+            &[&id, &secret, &rows::duration_ms(extend_by)],
+        )
+        .await?;
+    if renewed == 0 {
+        return Err(lock_lost(OP));
+    }
+    Ok(())
+}
+
+/// `Provider::renew_session_leases`: only live leases held by `owner_id` are extended.
+pub(crate) async fn renew_sessions(
+    db: &Db,
+    owner_id: &str,
+    session_ids: &[String],
+    extend_by: Duration,
+) -> Result<usize, ProviderError> {
+    const OP: &str = "renew_session_leases";
+    let renewed = db
+        .execute(
+            OP,
+            &db.sql.renew_sessions,
+            &[&owner_id, &session_ids, &rows::duration_ms(extend_by)],
+        )
+        .await?;
+    Ok(usize::try_from(renewed).unwrap_or(usize::MAX))
+}
+
+/// `Provider::release_session`: a no-op unless `owner_id` holds the session. Returns whether it did.
+pub(crate) async fn release_session(
+    db: &Db,
+    owner_id: &str,
+    session_id: &str,
+) -> Result<bool, ProviderError> {
+    const OP: &str = "release_session";
+    let released = db
+        .execute(OP, &db.sql.release_session, &[&session_id, &owner_id])
+        .await?;
+    Ok(released > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_that_admit_nothing_need_no_query() {
+        assert!(tag_params(&TagFilter::None).is_none());
+        assert!(tag_params(&TagFilter::Tags(vec![])).is_none());
+        assert_eq!(
+            tag_params(&TagFilter::DefaultAnd(vec![])),
+            Some((true, false, &[][..]))
+        );
+    }
+
+    #[test]
+    fn request_keys_separate_what_fetches_may_see() {
+        let plain = WorkerFetch {
+            lock_timeout: Duration::from_secs(1),
+            tag_filter: TagFilter::DefaultOnly,
+            session: None,
+        };
+        let longer_lock = WorkerFetch {
+            lock_timeout: Duration::from_secs(9),
+            ..plain.clone()
+        };
+        let tagged = WorkerFetch {
+            tag_filter: TagFilter::Any,
+            ..plain.clone()
+        };
+        assert_eq!(request_key(&plain), request_key(&longer_lock));
+        assert_ne!(request_key(&plain), request_key(&tagged));
+    }
+}
