@@ -36,6 +36,9 @@ const STEPS: &[Step] = &[
         "example continue_as_new",
         &["cargo", "run", "--quiet", "--example", "continue_as_new"],
     ),
+    // Builds the Python package into <repo>/.venv (installing maturin and pytest there) and runs
+    // its pytest suite on every backend.
+    Step::new("python", &["bash", "crates/duroxide-py/run_tests.sh"]),
 ];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
