@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use duroxide_core::Provider;
+use duroxide_postgres::{ConnectError, PostgresProvider};
 use duroxide_sqlite::SqliteProvider;
 use pyo3::prelude::*;
 
@@ -59,6 +60,24 @@ impl PyProvider {
                 py,
                 format!("Failed to open in-memory SQLite database: {e}"),
             )),
+        }
+    }
+
+    /// Connects to PostgreSQL using `schema` (created if missing; `public` when `None`).
+    #[staticmethod]
+    #[pyo3(signature = (url, schema=None))]
+    fn postgres_connect(py: Python<'_>, url: String, schema: Option<String>) -> PyResult<Self> {
+        let schema = schema.unwrap_or_else(|| "public".to_string());
+        let connected = rt::block_on(py, PostgresProvider::connect_with_schema(&url, &schema))?;
+        match connected {
+            Ok(p) => Ok(PyProvider {
+                inner: Arc::new(p),
+                description: format!("PostgresProvider(schema={schema:?})"),
+            }),
+            Err(e @ (ConnectError::InvalidUrl { .. } | ConnectError::InvalidSchema { .. })) => {
+                Err(errors::invalid_input(py, e.to_string()))
+            }
+            Err(e) => Err(errors::duroxide_error(py, e.to_string())),
         }
     }
 

@@ -3,6 +3,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use pyo3::prelude::*;
 
@@ -27,7 +28,12 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// How long a blocking call waits with the GIL released before it checks for signals (Ctrl-C).
+const SIGNAL_CHECK: Duration = Duration::from_millis(250);
+
 /// Runs `future` to completion with the GIL released, so activities and other Python threads go on.
+/// A long wait still answers Ctrl-C: the signal handlers run every quarter second and an exception
+/// they raise (`KeyboardInterrupt`) ends the wait.
 pub fn block_on<F>(py: Python<'_>, future: F) -> PyResult<F::Output>
 where
     F: Future + Send,
@@ -40,7 +46,16 @@ where
              deterministic; call them from an activity",
         ));
     }
-    Ok(py.detach(|| runtime().block_on(future)))
+    let mut future = std::pin::pin!(future);
+    loop {
+        // The timeout's timer must be created inside the runtime, hence the async block.
+        let step =
+            py.detach(|| runtime().block_on(async { tokio::time::timeout(SIGNAL_CHECK, &mut future).await }));
+        match step {
+            Ok(output) => return Ok(output),
+            Err(_elapsed) => py.check_signals()?,
+        }
+    }
 }
 
 /// Marks the current thread as running orchestration code until the guard drops.

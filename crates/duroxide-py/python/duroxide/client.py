@@ -149,7 +149,9 @@ class Client:
 
     def enqueue_event(self, instance_id: str, queue_name: str, data: Any = None) -> None:
         """Appends a message to a named queue of the instance (FIFO; survives continue-as-new)."""
-        self._native.enqueue_event(_check_id(instance_id), _check_name(queue_name, "queue name"), _dumps(data))
+        self._native.enqueue_event(
+            _check_id(instance_id), _check_name(queue_name, "queue name"), _dumps(data)
+        )
 
     def enqueue_event_typed(self, instance_id: str, queue_name: str, data: Any = None) -> None:
         """Typed :meth:`enqueue_event`."""
@@ -170,7 +172,9 @@ class Client:
 
     def wait_for_orchestration(self, instance_id: str, timeout_ms: int = 30000) -> OrchestrationResult:
         """Waits until the instance is terminal. Raises ``OrchestrationTimeout`` after ``timeout_ms``."""
-        return _result(self._native.wait_for_orchestration(_check_id(instance_id), _ms(timeout_ms, "timeout_ms")))
+        return _result(
+            self._native.wait_for_orchestration(_check_id(instance_id), _ms(timeout_ms, "timeout_ms"))
+        )
 
     def wait_for_orchestration_typed(self, instance_id: str, timeout_ms: int = 30000) -> Any:
         """Waits and returns the decoded output; a failed instance raises an exception with its error
@@ -260,7 +264,9 @@ class Client:
 
     def read_execution_history(self, instance_id: str, execution_id: int) -> List[Event]:
         """The recorded events of one execution."""
-        return [Event(*e) for e in self._native.read_execution_history(_check_id(instance_id), int(execution_id))]
+        return [
+            Event(*e) for e in self._native.read_execution_history(_check_id(instance_id), int(execution_id))
+        ]
 
     def get_instance_tree(self, instance_id: str) -> InstanceTree:
         """The instance and all its descendants (sub-orchestrations), root first."""
@@ -280,7 +286,9 @@ class Client:
             raise InvalidInput("delete_instance_bulk needs an InstanceFilter with at least one criterion")
         return DeleteInstanceResult(*self._native.delete_instance_bulk(ids, before, limit))
 
-    def prune_executions(self, instance_id: str, options: Union[PruneOptions, dict, None] = None) -> PruneResult:
+    def prune_executions(
+        self, instance_id: str, options: Union[PruneOptions, dict, None] = None
+    ) -> PruneResult:
         """Removes old executions of a continue-as-new instance (never the current one)."""
         keep_last, before = _prune_args(options)
         return PruneResult(*self._native.prune_executions(_check_id(instance_id), keep_last, before))

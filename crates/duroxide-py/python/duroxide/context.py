@@ -7,7 +7,7 @@ import json
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import _native
-from ._glue import dumps_typed, loads
+from ._glue import dumps_typed
 from .client import Client
 
 __all__ = ["OrchestrationContext", "ActivityContext", "Task", "parse_result"]
@@ -39,7 +39,9 @@ def _retry(retry: Any) -> "tuple":
     for key, value in retry.items():
         canonical = _RETRY_KEYS.get(key)
         if canonical is None:
-            raise ValueError(f"unknown retry option {key!r}; expected one of {', '.join(sorted(_RETRY_KEYS))}")
+            raise ValueError(
+                f"unknown retry option {key!r}; expected one of {', '.join(sorted(_RETRY_KEYS))}"
+            )
         if canonical in out:
             raise ValueError(f"retry option {canonical!r} is given twice")
         out[canonical] = value
@@ -79,7 +81,8 @@ def _tasks(tasks: Sequence[Any], what: str) -> List[Any]:
     for i, t in enumerate(out):
         if not isinstance(t, Task):
             raise TypeError(
-                f"{what}() takes tasks returned by ctx methods; element {i} is {t!r} of type {type(t).__name__}"
+                f"{what}() takes tasks returned by ctx methods; "
+                f"element {i} is {t!r} of type {type(t).__name__}"
             )
     return out
 
@@ -228,9 +231,13 @@ class OrchestrationContext:
 
     def schedule_sub_orchestration_with_id(self, name: str, instance_id: str, input: Any = None) -> Task:
         """Runs a child orchestration under an explicit instance id; yields its output."""
-        return self._n.sub_orchestration(_name(name, "orchestration name"), None, _id(instance_id), _dumps(input))
+        return self._n.sub_orchestration(
+            _name(name, "orchestration name"), None, _id(instance_id), _dumps(input)
+        )
 
-    def schedule_sub_orchestration_versioned(self, name: str, version: Optional[str] = None, input: Any = None) -> Task:
+    def schedule_sub_orchestration_versioned(
+        self, name: str, version: Optional[str] = None, input: Any = None
+    ) -> Task:
         """Runs a specific version of a child orchestration (``None`` = latest)."""
         return self._n.sub_orchestration(_name(name, "orchestration name"), version, None, _dumps(input))
 
@@ -244,9 +251,13 @@ class OrchestrationContext:
 
     def start_orchestration(self, name: str, instance_id: str, input: Any = None) -> Task:
         """Starts an independent orchestration (fire-and-forget); yields ``None``."""
-        return self._n.start_orchestration(_name(name, "orchestration name"), None, _id(instance_id), _dumps(input))
+        return self._n.start_orchestration(
+            _name(name, "orchestration name"), None, _id(instance_id), _dumps(input)
+        )
 
-    def start_orchestration_versioned(self, name: str, version: Optional[str], instance_id: str, input: Any = None) -> Task:
+    def start_orchestration_versioned(
+        self, name: str, version: Optional[str], instance_id: str, input: Any = None
+    ) -> Task:
         """Fire-and-forget start of a specific version."""
         return self._n.start_orchestration(
             _name(name, "orchestration name"), version, _id(instance_id), _dumps(input)
@@ -309,7 +320,9 @@ class OrchestrationContext:
         self, name: str, input: Any, session_id: str, result_type: Any = None
     ) -> Task:
         """Typed :meth:`schedule_activity_on_session`."""
-        task = self._n.activity(_name(name, "activity name"), dumps_typed(input), _name(session_id, "session id"))
+        task = self._n.activity(
+            _name(name, "activity name"), dumps_typed(input), _name(session_id, "session id")
+        )
         return _typed(task, result_type)
 
     def schedule_activity_with_retry_typed(
@@ -324,7 +337,11 @@ class OrchestrationContext:
     ) -> Task:
         """Typed :meth:`schedule_activity_with_retry_on_session`."""
         task = self._n.activity(
-            _name(name, "activity name"), dumps_typed(input), _name(session_id, "session id"), None, _retry(retry)
+            _name(name, "activity name"),
+            dumps_typed(input),
+            _name(session_id, "session id"),
+            None,
+            _retry(retry),
         )
         return _typed(task, result_type)
 

@@ -33,7 +33,8 @@ class TagFilter:
                 raise ValueError(f"TagFilter.{kind} needs at least one tag")
             if len(names) > _native.MAX_WORKER_TAGS:
                 raise ValueError(
-                    f"a tag filter names at most MAX_WORKER_TAGS ({_native.MAX_WORKER_TAGS}) tags, got {len(names)}"
+                    f"a tag filter names at most MAX_WORKER_TAGS ({_native.MAX_WORKER_TAGS}) tags, "
+                    f"got {len(names)}"
                 )
             for n in names:
                 if not n or len(n.encode()) > _native.MAX_TAG_NAME_BYTES:
@@ -156,9 +157,13 @@ class RuntimeOptions:
     ) -> None:
         self.orchestration_concurrency = _int("orchestration_concurrency", orchestration_concurrency, 4, 0)
         self.worker_concurrency = _int("worker_concurrency", worker_concurrency, 8, 0)
-        self.dispatcher_poll_interval_ms = _int("dispatcher_poll_interval_ms", dispatcher_poll_interval_ms, 100, 1)
+        self.dispatcher_poll_interval_ms = _int(
+            "dispatcher_poll_interval_ms", dispatcher_poll_interval_ms, 100, 1
+        )
         self.worker_lock_timeout_ms = _int("worker_lock_timeout_ms", worker_lock_timeout_ms, 30000, 1)
-        self.orchestrator_lock_timeout_ms = _int("orchestrator_lock_timeout_ms", orchestrator_lock_timeout_ms, 5000, 1)
+        self.orchestrator_lock_timeout_ms = _int(
+            "orchestrator_lock_timeout_ms", orchestrator_lock_timeout_ms, 5000, 1
+        )
         self.max_attempts = _int("max_attempts", max_attempts, 10, 1)
         self.log_level = _text("log_level", log_level)
         fmt = _text("log_format", log_format)

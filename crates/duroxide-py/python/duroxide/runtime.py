@@ -181,5 +181,3 @@ def _orchestration_entry(fn: Callable[..., Any]) -> Callable[[Any, str], Any]:
         return fn(OrchestrationContext(native_ctx), loads(input_json))
 
     return entry
-
-

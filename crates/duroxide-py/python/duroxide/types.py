@@ -22,6 +22,7 @@ __all__ = [
     "PruneResult",
 ]
 
+
 @dataclass(frozen=True)
 class OrchestrationResult:
     """An instance's state as a client sees it.
@@ -35,6 +36,7 @@ class OrchestrationResult:
     error: Optional[str] = None
     custom_status: Optional[str] = None
     custom_status_version: int = 0
+
 
 class MetricsSnapshot(Mapping):
     """A point-in-time copy of a runtime's counters.
@@ -88,6 +90,7 @@ class MetricsSnapshot(Mapping):
         inner = ", ".join(f"{k}={v}" for k, v in self._values.items())
         return f"MetricsSnapshot({inner})"
 
+
 @dataclass(frozen=True)
 class SystemMetrics:
     """Store-wide counts."""
@@ -99,6 +102,7 @@ class SystemMetrics:
     failed_instances: int
     total_events: int
 
+
 @dataclass(frozen=True)
 class QueueDepths:
     """Queue depths; ``timer_queue`` counts orchestrator messages not yet visible (timers, backoffs)."""
@@ -106,6 +110,7 @@ class QueueDepths:
     orchestrator_queue: int
     worker_queue: int
     timer_queue: int
+
 
 @dataclass(frozen=True)
 class SystemStats:
@@ -116,6 +121,7 @@ class SystemStats:
     queue_pending_count: int
     kv_user_key_count: int
     kv_total_value_bytes: int
+
 
 @dataclass(frozen=True)
 class InstanceInfo:
@@ -132,6 +138,7 @@ class InstanceInfo:
     updated_at: int
     parent_instance_id: Optional[str]
 
+
 @dataclass(frozen=True)
 class ExecutionInfo:
     """Metadata of one execution. Timestamps are epoch milliseconds."""
@@ -142,6 +149,7 @@ class ExecutionInfo:
     started_at: int
     completed_at: Optional[int]
     event_count: int
+
 
 @dataclass(frozen=True)
 class Event:
@@ -154,6 +162,7 @@ class Event:
     timestamp_ms: int
     data: str
 
+
 @dataclass(frozen=True)
 class InstanceTree:
     """An instance and all its descendants, root first."""
@@ -161,6 +170,7 @@ class InstanceTree:
     root_id: str
     all_ids: List[str]
     size: int
+
 
 @dataclass(frozen=True)
 class DeleteInstanceResult:
@@ -171,6 +181,7 @@ class DeleteInstanceResult:
     events_deleted: int
     queue_messages_deleted: int
 
+
 @dataclass(frozen=True)
 class InstanceFilter:
     """Selects terminal root instances for bulk operations (at least one criterion must be set)."""
@@ -179,12 +190,14 @@ class InstanceFilter:
     completed_before: Optional[int] = None
     limit: Optional[int] = None
 
+
 @dataclass(frozen=True)
 class PruneOptions:
     """Which old executions to prune; the current execution is never removed."""
 
     keep_last: Optional[int] = None
     completed_before: Optional[int] = None
+
 
 @dataclass(frozen=True)
 class PruneResult:
