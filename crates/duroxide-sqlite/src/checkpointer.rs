@@ -3,7 +3,7 @@
 //!
 //! Why: with `synchronous = NORMAL` a commit is only an append to the WAL; the expensive part is the
 //! checkpoint (two fsyncs). Run inline (SQLite's default), every thousandth page of commits pays for
-//! it on the writer thread and every waiting operation waits too. A `PASSIVE` checkpoint by another
+//! it inside a writer transaction and every waiting operation waits too. A `PASSIVE` checkpoint by another
 //! connection runs beside the writer without blocking it. The writer keeps a large inline
 //! `wal_autocheckpoint` as a safety net, so the WAL stays bounded even if this thread falls behind.
 

@@ -15,7 +15,7 @@ use crate::migrations;
 use crate::options::Durability;
 
 /// How long a statement waits for another process's lock before giving up with "busy". The provider's
-/// own writes never contend (one writer thread); this is the safety net for other processes (a second
+/// own writes never contend (one writer at a time); this is the safety net for other processes (a second
 /// runtime on the same file, a backup, the `sqlite3` shell).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -45,8 +45,8 @@ pub enum OpenError {
         step: String,
         source: rusqlite::Error,
     },
-    /// The writer thread could not be started.
-    #[error("cannot start the writer thread for the SQLite database {path}: {source}")]
+    /// The writer's background thread could not be started.
+    #[error("cannot start the writer's background thread for the SQLite database {path}: {source}")]
     Thread { path: PathBuf, source: std::io::Error },
 }
 

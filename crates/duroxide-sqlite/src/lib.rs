@@ -2,15 +2,19 @@
 //!
 //! # Design
 //!
-//! * **One writer.** A dedicated thread owns the database connection; every operation is a closure
-//!   sent to it and run inside `BEGIN IMMEDIATE … COMMIT`. The provider's own load therefore never
-//!   meets "database is locked"; `busy_timeout` only guards against other processes on the same file.
-//! * **Group commit.** Operations that queue while a transaction runs share the next one, each in its
-//!   own savepoint: a failing operation is rolled back alone, the others commit with one `COMMIT`.
-//!   Replies are sent only after the commit.
-//! * **Short hops.** The idle writer looks for the next operation for a few tens of microseconds
-//!   (yielding its CPU) before it parks: a fetch is usually followed by its ack within microseconds,
-//!   and waking a parked thread costs more than a typical operation (notably on virtual machines).
+//! * **One writer, no hand-offs.** One connection runs one transaction at a time, each operation
+//!   inside `BEGIN IMMEDIATE … COMMIT`. A caller that finds it free runs its operation right away on
+//!   its own thread (a tokio worker: these transactions take microseconds, less than a thread wake-up);
+//!   callers that find it busy queue and wait without blocking their thread. The provider's own load
+//!   therefore never meets "database is locked"; `busy_timeout` only guards against other processes.
+//! * **Group commit.** Operations that queue while a transaction runs share the next one, run by the
+//!   caller already at work, each in its own savepoint: a failing operation is rolled back alone, the
+//!   others commit with one `COMMIT`. Replies are sent only after the commit.
+//! * **Long work off the async threads.** Operations whose duration grows with the data (bulk deletes
+//!   and prunes, history and list reads, metrics, very large acks) and, with [`Durability::Full`],
+//!   every operation (each commit waits for an fsync) run on the writer's background thread instead.
+//! * **Precise wake-ups.** New work wakes one waiting fetch, and a fetch that finds work while more is
+//!   fetchable wakes the next, so idle dispatchers do not all look for the same item.
 //! * **Durability.** File databases use WAL with `synchronous = NORMAL` by default, SQLite's standard
 //!   pairing for WAL: a commit survives a process crash at once and a power loss from the next
 //!   checkpoint on. Checkpoints run on a background connection so the writer never waits for their
@@ -27,8 +31,8 @@
 //!   row by primary key and no token index is written on every fetch and ack.
 //! * **Long polls.** A fetch that finds nothing waits for an enqueue made through the same provider
 //!   object, for the next stored due time (timer, expiring lease, backoff), for a commit by another
-//!   process (noticed by the idle writer through `PRAGMA data_version` within ~100 ms), or for
-//!   [`Provider::wake_all`](duroxide_core::Provider::wake_all).
+//!   process (noticed by the writer's background thread through `PRAGMA data_version` within
+//!   ~100 ms), or for [`Provider::wake_all`](duroxide_core::Provider::wake_all).
 //!
 //! # Contract readings
 //!
@@ -67,6 +71,7 @@ mod query_plans;
 mod reads;
 mod retention;
 mod rows;
+mod transaction;
 mod turn_ack;
 mod wakeups;
 mod worker_queue;

@@ -32,6 +32,13 @@ pub(crate) const CLAIM_MESSAGES: &str = "
     WHERE instance_id = ?2 AND visible_at_ms <= ?3
     RETURNING id, payload, attempt";
 
+/// Whether another instance is fetchable now (run after locking one, which it then skips as locked).
+pub(crate) const ANOTHER_FETCHABLE: &str = "
+    SELECT EXISTS (
+        SELECT 1 FROM orchestrator_queue AS q
+        JOIN instances AS i ON i.instance_id = q.instance_id
+        WHERE q.visible_at_ms <= ?1 AND (i.locked_until_ms IS NULL OR i.locked_until_ms <= ?1))";
+
 pub(crate) const READ_HISTORY: &str = "
     SELECT event_id, kind, payload FROM history
     WHERE instance_id = ?1 AND execution_id = ?2 ORDER BY event_id";
@@ -182,7 +189,13 @@ fn visible_at(message: &NewMessage, now: i64) -> i64 {
 }
 
 /// `Provider::fetch_orchestration_item`, one look: locks the next instance and reads its turn input.
-pub(crate) fn fetch(conn: &Connection, lock_ms: i64) -> Result<Polled<OrchestrationItem>, ProviderError> {
+/// `find_more`: also find out whether another instance is fetchable (worth it only when another fetch
+/// is waiting to be told).
+pub(crate) fn fetch(
+    conn: &Connection,
+    lock_ms: i64,
+    find_more: bool,
+) -> Result<Polled<OrchestrationItem>, ProviderError> {
     const OP: &str = "fetch_orchestration_item";
     let now = crate::clock::now_ms();
     let secret = lock_token::new_secret();
@@ -242,16 +255,26 @@ pub(crate) fn fetch(conn: &Connection, lock_ms: i64) -> Result<Polled<Orchestrat
         .and_then(|mut stmt| stmt.query_map([&instance.instance_id], kv_from_row)?.collect())
         .map_err(sql(OP))?;
 
-    Ok(Polled::Found(OrchestrationItem {
-        instance_id: instance.instance_id.clone(),
-        lock_token: lock_token::token(&secret, &instance.instance_id),
-        attempt,
-        instance,
-        history,
-        messages,
-        kv_snapshot,
-        custom_status,
-    }))
+    // A zero lock timeout leaves this instance fetchable, which is then "more" too: harmless.
+    let more = find_more
+        && conn
+            .prepare_cached(ANOTHER_FETCHABLE)
+            .and_then(|mut stmt| stmt.query_row([now], |row| row.get::<_, bool>(0)))
+            .map_err(sql(OP))?;
+
+    Ok(Polled::Found {
+        item: OrchestrationItem {
+            instance_id: instance.instance_id.clone(),
+            lock_token: lock_token::token(&secret, &instance.instance_id),
+            attempt,
+            instance,
+            history,
+            messages,
+            kv_snapshot,
+            custom_status,
+        },
+        more,
+    })
 }
 
 /// An instance under a live lock, found by its token.

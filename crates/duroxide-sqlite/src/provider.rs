@@ -1,4 +1,4 @@
-//! `SqliteProvider`: opens a database and implements the `Provider` contract on the writer thread.
+//! `SqliteProvider`: opens a database and implements the `Provider` contract through the writer.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,16 +17,20 @@ use crate::clock::duration_ms;
 use crate::connection;
 use crate::error::OpenError;
 use crate::location::Location;
-use crate::options::SqliteOptions;
+use crate::options::{Durability, SqliteOptions};
 use crate::wakeups::{Queue, Wakeups};
-use crate::writer::{IdleHook, Writer};
+use crate::writer::{Cost, IdleHook, Writer, WriterConfig};
 use crate::{management, orchestrator_queue, reads, retention, turn_ack, worker_queue};
 
-/// How often an idle writer looks for commits made by other processes on the same file.
+/// How often the writer's background thread looks for commits made by other processes on the same file.
 const EXTERNAL_CHANGE_CHECK: Duration = Duration::from_millis(100);
 
+/// Rows above which an ack counts as a long operation (run off the async threads); a few hundred
+/// inserts take well under a millisecond.
+const LARGE_ACK_ROWS: usize = 512;
+
 /// A duroxide [`Provider`] on SQLite. Cheap to clone: clones share one database connection, one
-/// writer thread and one set of wake-ups.
+/// writer and one set of wake-ups.
 #[derive(Clone)]
 pub struct SqliteProvider {
     shared: Arc<Shared>,
@@ -91,14 +95,23 @@ impl SqliteProvider {
             Location::File(path) => {
                 let conn = connection::open_file(path, options.durability)?;
                 let checkpointer = Checkpointer::start(path).map_err(thread_error)?;
-                let idle = Some(external_change_watch(wakeups.clone()));
-                let writer =
-                    Writer::start(conn, idle, Some(checkpointer.commit_counter())).map_err(thread_error)?;
+                let config = WriterConfig {
+                    // Each commit waits for an fsync (milliseconds): too long for an async thread.
+                    all_long: options.durability == Durability::Full,
+                    idle: Some(external_change_watch(wakeups.clone())),
+                    commits: Some(checkpointer.commit_counter()),
+                };
+                let writer = Writer::start(conn, config).map_err(thread_error)?;
                 (writer, Some(checkpointer))
             }
             Location::Memory => {
                 let conn = connection::open_memory()?;
-                (Writer::start(conn, None, None).map_err(thread_error)?, None)
+                let config = WriterConfig {
+                    all_long: false,
+                    idle: None,
+                    commits: None,
+                };
+                (Writer::start(conn, config).map_err(thread_error)?, None)
             }
         };
         let shared = Shared {
@@ -112,16 +125,26 @@ impl SqliteProvider {
         })
     }
 
-    async fn run<T, F>(&self, operation: &'static str, work: F) -> Result<T, ProviderError>
+    /// Runs a short operation (microseconds), on the calling thread when the writer is free.
+    async fn short<T, F>(&self, operation: &'static str, work: F) -> Result<T, ProviderError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, ProviderError> + Send + 'static,
     {
-        self.shared.writer.run(operation, work).await
+        self.shared.writer.run(operation, Cost::Short, work).await
+    }
+
+    /// Runs an operation whose duration grows with the stored data, off the async threads.
+    async fn long<T, F>(&self, operation: &'static str, work: F) -> Result<T, ProviderError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, ProviderError> + Send + 'static,
+    {
+        self.shared.writer.run(operation, Cost::Long, work).await
     }
 }
 
-/// Another process committing to the same file cannot notify this one; the idle writer notices through
+/// Another process committing to the same file cannot notify this one; the writer's thread notices through
 /// `PRAGMA data_version` (which changes only for other connections' commits) and wakes waiting
 /// fetches, so they do not sleep through work until their poll timeout.
 fn external_change_watch(wakeups: Arc<Wakeups>) -> IdleHook {
@@ -133,8 +156,7 @@ fn external_change_watch(wakeups: Arc<Wakeups>) -> IdleHook {
                 return;
             };
             if last_seen.is_some_and(|seen| seen != version) {
-                wakeups.orchestrator_work();
-                wakeups.worker_work();
+                wakeups.anything_changed();
             }
             last_seen = Some(version);
         }),
@@ -145,7 +167,7 @@ fn external_change_watch(wakeups: Arc<Wakeups>) -> IdleHook {
 impl Provider for SqliteProvider {
     async fn create_instance(&self, message: NewMessage) -> Result<bool, ProviderError> {
         let created = self
-            .run("create_instance", move |c| {
+            .short("create_instance", move |c| {
                 orchestrator_queue::create_instance_from_client(c, &message)
             })
             .await?;
@@ -156,7 +178,7 @@ impl Provider for SqliteProvider {
     }
 
     async fn enqueue_message(&self, message: NewMessage) -> Result<(), ProviderError> {
-        self.run("enqueue_message", move |c| {
+        self.short("enqueue_message", move |c| {
             orchestrator_queue::enqueue_from_client(c, &message)
         })
         .await?;
@@ -172,9 +194,9 @@ impl Provider for SqliteProvider {
         let lock_ms = duration_ms(lock_timeout);
         self.shared
             .wakeups
-            .long_poll(Queue::Orchestrator, poll_timeout, || {
-                self.run("fetch_orchestration_item", move |c| {
-                    orchestrator_queue::fetch(c, lock_ms)
+            .long_poll(Queue::Orchestrator, poll_timeout, |others_waiting| {
+                self.short("fetch_orchestration_item", move |c| {
+                    orchestrator_queue::fetch(c, lock_ms, others_waiting)
                 })
             })
             .await
@@ -182,8 +204,18 @@ impl Provider for SqliteProvider {
 
     async fn ack_orchestration_item(&self, lock_token: &str, ack: TurnAck) -> Result<(), ProviderError> {
         let token = lock_token.to_owned();
+        // A turn that writes thousands of rows (a large fan-out) holds the connection for milliseconds.
+        let cost = if turn_ack::rows_written(&ack) > LARGE_ACK_ROWS {
+            Cost::Long
+        } else {
+            Cost::Short
+        };
         let effects = self
-            .run("ack_orchestration_item", move |c| turn_ack::ack(c, &token, &ack))
+            .shared
+            .writer
+            .run("ack_orchestration_item", cost, move |c| {
+                turn_ack::ack(c, &token, &ack)
+            })
             .await?;
         if effects.orchestrator_work {
             self.shared.wakeups.orchestrator_work();
@@ -201,7 +233,7 @@ impl Provider for SqliteProvider {
     ) -> Result<(), ProviderError> {
         let token = lock_token.to_owned();
         let delay_ms = delay.map(duration_ms);
-        self.run("abandon_orchestration_item", move |c| {
+        self.short("abandon_orchestration_item", move |c| {
             orchestrator_queue::abandon(c, &token, delay_ms)
         })
         .await?;
@@ -217,7 +249,7 @@ impl Provider for SqliteProvider {
     ) -> Result<(), ProviderError> {
         let token = lock_token.to_owned();
         let extend_ms = duration_ms(extend_by);
-        self.run("renew_orchestration_item_lock", move |c| {
+        self.short("renew_orchestration_item_lock", move |c| {
             orchestrator_queue::renew(c, &token, extend_ms)
         })
         .await
@@ -228,12 +260,12 @@ impl Provider for SqliteProvider {
         request: &WorkerFetch,
         poll_timeout: Duration,
     ) -> Result<Option<WorkItemLease>, ProviderError> {
-        let request = Arc::new(request.clone());
+        let shared_request = Arc::new(request.clone());
         self.shared
             .wakeups
-            .long_poll(Queue::Worker, poll_timeout, || {
-                let request = request.clone();
-                self.run("fetch_work_item", move |c| worker_queue::fetch(c, &request))
+            .long_poll(Queue::Worker(request), poll_timeout, |_| {
+                let request = shared_request.clone();
+                self.short("fetch_work_item", move |c| worker_queue::fetch(c, &request))
             })
             .await
     }
@@ -245,7 +277,7 @@ impl Provider for SqliteProvider {
     ) -> Result<(), ProviderError> {
         let token = lock_token.to_owned();
         let enqueued = self
-            .run("ack_work_item", move |c| {
+            .short("ack_work_item", move |c| {
                 worker_queue::ack(c, &token, completion.as_ref())
             })
             .await?;
@@ -262,7 +294,7 @@ impl Provider for SqliteProvider {
     ) -> Result<(), ProviderError> {
         let token = lock_token.to_owned();
         let delay_ms = delay.map(duration_ms);
-        self.run("abandon_work_item", move |c| {
+        self.short("abandon_work_item", move |c| {
             worker_queue::abandon(c, &token, delay_ms)
         })
         .await?;
@@ -273,7 +305,7 @@ impl Provider for SqliteProvider {
     async fn renew_work_item_lock(&self, lock_token: &str, extend_by: Duration) -> Result<(), ProviderError> {
         let token = lock_token.to_owned();
         let extend_ms = duration_ms(extend_by);
-        self.run("renew_work_item_lock", move |c| {
+        self.short("renew_work_item_lock", move |c| {
             worker_queue::renew(c, &token, extend_ms)
         })
         .await
@@ -291,7 +323,7 @@ impl Provider for SqliteProvider {
         let owner = owner_id.to_owned();
         let sessions = session_ids.to_vec();
         let extend_ms = duration_ms(extend_by);
-        self.run("renew_session_leases", move |c| {
+        self.short("renew_session_leases", move |c| {
             worker_queue::renew_sessions(c, &owner, &sessions, extend_ms)
         })
         .await
@@ -301,7 +333,7 @@ impl Provider for SqliteProvider {
         let owner = owner_id.to_owned();
         let session = session_id.to_owned();
         let released = self
-            .run("release_session", move |c| {
+            .short("release_session", move |c| {
                 worker_queue::release_session(c, &owner, &session)
             })
             .await?;
@@ -314,13 +346,13 @@ impl Provider for SqliteProvider {
 
     async fn get_instance_info(&self, instance_id: &str) -> Result<Option<InstanceInfo>, ProviderError> {
         let id = instance_id.to_owned();
-        self.run("get_instance_info", move |c| reads::instance_info(c, &id))
+        self.short("get_instance_info", move |c| reads::instance_info(c, &id))
             .await
     }
 
     async fn get_custom_status(&self, instance_id: &str) -> Result<Option<CustomStatus>, ProviderError> {
         let id = instance_id.to_owned();
-        self.run("get_custom_status", move |c| reads::custom_status(c, &id))
+        self.short("get_custom_status", move |c| reads::custom_status(c, &id))
             .await
     }
 
@@ -330,31 +362,31 @@ impl Provider for SqliteProvider {
         execution_id: u64,
     ) -> Result<Vec<HistoryRecord>, ProviderError> {
         let id = instance_id.to_owned();
-        self.run("read_history", move |c| reads::history(c, &id, execution_id))
+        self.long("read_history", move |c| reads::history(c, &id, execution_id))
             .await
     }
 
     async fn get_kv_value(&self, instance_id: &str, key: &str) -> Result<Option<String>, ProviderError> {
         let id = instance_id.to_owned();
         let key = key.to_owned();
-        self.run("get_kv_value", move |c| reads::kv_value(c, &id, &key))
+        self.short("get_kv_value", move |c| reads::kv_value(c, &id, &key))
             .await
     }
 
     async fn get_kv_entries(&self, instance_id: &str) -> Result<Vec<KvEntry>, ProviderError> {
         let id = instance_id.to_owned();
-        self.run("get_kv_entries", move |c| reads::kv_entries(c, &id))
+        self.short("get_kv_entries", move |c| reads::kv_entries(c, &id))
             .await
     }
 
     async fn list_instances(&self, status: Option<InstanceStatus>) -> Result<Vec<String>, ProviderError> {
-        self.run("list_instances", move |c| management::list_instances(c, status))
+        self.long("list_instances", move |c| management::list_instances(c, status))
             .await
     }
 
     async fn list_executions(&self, instance_id: &str) -> Result<Vec<u64>, ProviderError> {
         let id = instance_id.to_owned();
-        self.run("list_executions", move |c| management::list_executions(c, &id))
+        self.short("list_executions", move |c| management::list_executions(c, &id))
             .await
     }
 
@@ -364,7 +396,7 @@ impl Provider for SqliteProvider {
         execution_id: u64,
     ) -> Result<Option<ExecutionInfo>, ProviderError> {
         let id = instance_id.to_owned();
-        self.run("get_execution_info", move |c| {
+        self.short("get_execution_info", move |c| {
             management::execution_info(c, &id, execution_id)
         })
         .await
@@ -372,7 +404,7 @@ impl Provider for SqliteProvider {
 
     async fn get_instance_tree(&self, instance_id: &str) -> Result<Vec<String>, ProviderError> {
         let id = instance_id.to_owned();
-        self.run("get_instance_tree", move |c| {
+        self.long("get_instance_tree", move |c| {
             management::instance_tree(c, "get_instance_tree", &id)
         })
         .await
@@ -380,7 +412,7 @@ impl Provider for SqliteProvider {
 
     async fn delete_instance(&self, instance_id: &str, force: bool) -> Result<DeleteResult, ProviderError> {
         let id = instance_id.to_owned();
-        self.run("delete_instance", move |c| {
+        self.long("delete_instance", move |c| {
             retention::delete_instance(c, &id, force)
         })
         .await
@@ -388,7 +420,7 @@ impl Provider for SqliteProvider {
 
     async fn delete_instances_bulk(&self, filter: &InstanceFilter) -> Result<DeleteResult, ProviderError> {
         let filter = filter.clone();
-        self.run("delete_instances_bulk", move |c| {
+        self.long("delete_instances_bulk", move |c| {
             retention::delete_instances_bulk(c, &filter)
         })
         .await
@@ -401,7 +433,7 @@ impl Provider for SqliteProvider {
     ) -> Result<PruneResult, ProviderError> {
         let id = instance_id.to_owned();
         let options = options.clone();
-        self.run("prune_executions", move |c| {
+        self.long("prune_executions", move |c| {
             retention::prune_executions(c, &id, &options)
         })
         .await
@@ -414,23 +446,23 @@ impl Provider for SqliteProvider {
     ) -> Result<PruneResult, ProviderError> {
         let filter = filter.clone();
         let options = options.clone();
-        self.run("prune_executions_bulk", move |c| {
+        self.long("prune_executions_bulk", move |c| {
             retention::prune_executions_bulk(c, &filter, &options)
         })
         .await
     }
 
     async fn get_system_metrics(&self) -> Result<SystemMetrics, ProviderError> {
-        self.run("get_system_metrics", management::system_metrics).await
+        self.long("get_system_metrics", management::system_metrics).await
     }
 
     async fn get_queue_depths(&self) -> Result<QueueDepths, ProviderError> {
-        self.run("get_queue_depths", management::queue_depths).await
+        self.long("get_queue_depths", management::queue_depths).await
     }
 
     async fn get_instance_stats(&self, instance_id: &str) -> Result<Option<InstanceStats>, ProviderError> {
         let id = instance_id.to_owned();
-        self.run("get_instance_stats", move |c| management::instance_stats(c, &id))
+        self.long("get_instance_stats", move |c| management::instance_stats(c, &id))
             .await
     }
 

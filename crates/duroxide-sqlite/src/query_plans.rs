@@ -62,6 +62,7 @@ fn orchestrator_statements_use_indexes() {
         ("read history", oq::READ_HISTORY),
         ("read kv snapshot", oq::READ_KV_SNAPSHOT),
         ("next due", oq::NEXT_DUE),
+        ("another fetchable", oq::ANOTHER_FETCHABLE),
         ("enqueue", oq::ENQUEUE_IF_INSTANCE_EXISTS),
         ("locked instance", oq::LOCKED_INSTANCE),
         ("delete fetched", turn_ack::DELETE_FETCHED),

@@ -5,7 +5,7 @@ use duroxide_core::provider::{
     ActivityRef, NewMessage, ProviderError, TagFilter, WorkItemLease, WorkerFetch,
 };
 use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use rusqlite::{params, params_from_iter, Connection};
 
 use crate::clock::{duration_ms, now_ms};
 use crate::error::sql;
@@ -56,7 +56,8 @@ impl Query {
     }
 }
 
-/// The candidate query for one fetch request, or `None` when the filter accepts nothing at all.
+/// The candidate query for one fetch request (the first two fetchable items), or `None` when the filter
+/// accepts nothing at all.
 pub(crate) fn candidate_query(request: &WorkerFetch, now: i64) -> Option<(String, Vec<Value>)> {
     let mut query = Query::default();
     let now_param = query.bind(now);
@@ -88,7 +89,7 @@ pub(crate) fn candidate_query(request: &WorkerFetch, now: i64) -> Option<(String
         "SELECT w.id FROM worker_queue AS w {join}
          WHERE w.visible_at_ms <= {now_param} AND (w.lock_token IS NULL OR w.locked_until_ms <= {now_param})
            AND {tag_clause} AND {session_clause}
-         ORDER BY w.id LIMIT 1"
+         ORDER BY w.id LIMIT 2"
     );
     Some((sql, query.values))
 }
@@ -100,17 +101,18 @@ pub(crate) fn fetch(
 ) -> Result<Polled<WorkItemLease>, ProviderError> {
     const OP: &str = "fetch_work_item";
     let now = now_ms();
-    let candidate = match candidate_query(request, now) {
-        None => None,
+    // Up to two candidates: the second one tells whether more work is fetchable.
+    let candidates: Vec<i64> = match candidate_query(request, now) {
+        None => Vec::new(),
         Some((text, values)) => conn
             .prepare_cached(&text)
             .and_then(|mut stmt| {
-                stmt.query_row(params_from_iter(values), |row| row.get::<_, i64>(0))
-                    .optional()
+                stmt.query_map(params_from_iter(values), |row| row.get::<_, i64>(0))?
+                    .collect()
             })
             .map_err(sql(OP))?,
     };
-    let Some(id) = candidate else {
+    let Some(&id) = candidates.first() else {
         conn.prepare_cached(FORGET_EXPIRED_SESSIONS)
             .and_then(|mut stmt| stmt.execute([now]))
             .map_err(sql(OP))?;
@@ -157,7 +159,10 @@ pub(crate) fn fetch(
             })
             .map_err(sql(OP))?;
     }
-    Ok(Polled::Found(lease))
+    Ok(Polled::Found {
+        item: lease,
+        more: candidates.len() > 1,
+    })
 }
 
 fn lock_lost(operation: &'static str) -> ProviderError {

@@ -1,39 +1,53 @@
-//! The single writer: one thread owns the connection and runs every operation inside a transaction.
+//! The writer: one connection, one transaction at a time, run by whichever caller finds it free.
 //!
-//! Why one thread: SQLite allows one writer at a time, and two connections of the same process
-//! contending for it is exactly what produced "database is locked" under light load in earlier designs.
-//! With a single owner of the connection, the provider's own operations queue in a channel instead of
-//! racing for the file lock; `busy_timeout` only matters against *other* processes.
+//! Why not a thread per connection: every call used to be sent to a writer thread and answered over a
+//! oneshot, two thread hand-offs per call, and those hand-offs (not SQLite) bounded the runtime's
+//! throughput and latency. A short transaction on an in-memory database or a WAL file with
+//! `synchronous = NORMAL` takes microseconds, less than waking a parked thread, so running it on the
+//! calling thread (a tokio worker) is both faster and harmless to the async scheduler.
 //!
-//! Group commit: operations that queue up while a transaction runs are executed together in the next
-//! one, each inside its own savepoint. An operation that fails is rolled back to its savepoint alone;
-//! the others commit with a single `COMMIT` (one WAL append instead of many). Replies are sent only
-//! after the commit, so a caller never sees success for work that was not stored.
+//! How ("flat combining"): a caller queues its operation and, if no transaction is running, becomes
+//! the *combiner*: it runs everything queued (its own operation first) in batched transactions (see
+//! [`transaction`](crate::transaction)), then leaves. Callers that find a combiner at work just wait
+//! for their reply without blocking their thread, and their operations share its next transaction
+//! (group commit). Only one combiner exists at a time, so SQLite sees one writer and the provider's
+//! own load never meets "database is locked"; `busy_timeout` only matters against other processes.
+//!
+//! The background thread: long operations (bulk deletes and prunes, large reads) and, with
+//! `Durability::Full`, every operation (each commit waits for an fsync) must not block async threads.
+//! Their callers hand the combiner role to a dedicated thread instead. An async combiner that has
+//! worked for [`INLINE_BUDGET`] also hands over, so no caller is kept from its own reply by a steady
+//! stream of other work. The thread also runs the idle hook (noticing other processes' commits).
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use duroxide_core::provider::{ProviderError, ProviderErrorKind};
+use duroxide_core::provider::ProviderError;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use crate::error::sql_error;
+use crate::transaction::{run_batch, Job, TypedJob};
 
 /// Most operations run in one transaction; bounds how long the first of them waits for its reply.
 const MAX_BATCH: usize = 64;
 
-/// How long the idle writer keeps looking for the next operation before it sleeps.
-///
-/// Only the writer spins, and it yields its CPU between looks. Callers do not: a caller spinning on
-/// its reply (tried: yielding to the tokio scheduler until it arrives) halved latency on an idle
-/// machine but made it three to five times worse on a busy one, where the spinning thread takes the
-/// CPU the writer needs.
-const SPIN: Duration = Duration::from_micros(50);
+/// How long a caller may combine others' operations on an async thread before the background thread
+/// takes over the rest.
+const INLINE_BUDGET: Duration = Duration::from_millis(2);
 
-/// Called on the writer thread whenever it has been idle for `every`, with the connection.
+/// How long an operation may hold the connection, and so where it may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cost {
+    /// Microseconds: run on the calling thread.
+    Short,
+    /// Unbounded (proportional to stored data): run on the background thread.
+    Long,
+}
+
+/// Called on the background thread about every `every` while no transaction runs, with the connection.
 pub(crate) struct IdleHook {
     pub(crate) every: Duration,
     pub(crate) run: Box<dyn FnMut(&Connection) + Send>,
@@ -47,135 +61,170 @@ impl std::fmt::Debug for IdleHook {
     }
 }
 
-/// Why a transaction did not commit, delivered to every operation that was part of it.
-#[derive(Debug, Clone)]
-struct Failure {
-    kind: ProviderErrorKind,
-    message: String,
+/// How the writer is set up.
+pub(crate) struct WriterConfig {
+    /// Run every operation on the background thread (commits wait for an fsync).
+    pub(crate) all_long: bool,
+    pub(crate) idle: Option<IdleHook>,
+    /// Counts committed batches (the background checkpointer watches it).
+    pub(crate) commits: Option<Arc<AtomicU64>>,
 }
 
-impl Failure {
-    fn from_sql(context: &str, err: rusqlite::Error) -> Failure {
-        let mapped = sql_error("transaction", err);
-        Failure {
-            kind: mapped.kind,
-            message: format!("{context}: {}", mapped.message),
+struct Queued {
+    job: Box<dyn Job>,
+    long: bool,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Queued>,
+    /// A combiner is at work (on some caller's thread or on the background thread).
+    busy: bool,
+    /// The combiner role was handed to the background thread.
+    thread_turn: bool,
+    closing: bool,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    /// Wakes the background thread (a hand-over or closing).
+    wake: Condvar,
+    /// Only the combiner locks it, so the lock is never contended; it makes sharing the connection
+    /// between threads sound.
+    conn: Mutex<Connection>,
+    commits: Option<Arc<AtomicU64>>,
+    all_long: bool,
+}
+
+/// Where a combiner runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// A caller's thread, usually a tokio worker: short operations only, for a bounded time.
+    Caller,
+    Thread,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The critical sections only move queue entries and flags; they cannot leave them inconsistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // Operations run under `catch_unwind`; a poisoned lock holds a connection outside a transaction.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs queued operations until the queue is empty (then clears `busy`) or, at `Place::Caller`,
+    /// until a long operation is queued or the budget is spent (then hands over to the thread).
+    fn combine(&self, place: Place) {
+        let started = Instant::now();
+        loop {
+            let batch: Vec<Box<dyn Job>> = {
+                let mut state = self.state();
+                if state.queue.is_empty() {
+                    state.busy = false;
+                    return;
+                }
+                if place == Place::Caller
+                    && (started.elapsed() >= INLINE_BUDGET || state.queue.iter().any(|q| q.long))
+                {
+                    state.thread_turn = true;
+                    self.wake.notify_one();
+                    return;
+                }
+                let n = state.queue.len().min(MAX_BATCH);
+                state.queue.drain(..n).map(|queued| queued.job).collect()
+            };
+            run_batch(&self.conn(), batch);
+            if let Some(commits) = &self.commits {
+                commits.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
-
-    fn into_error(self, operation: &'static str) -> ProviderError {
-        ProviderError::new(self.kind, operation, self.message)
-    }
 }
 
-/// Sends an operation's reply once its transaction committed (`Ok`) or failed (`Err`).
-type Deliver = Box<dyn FnOnce(Result<(), Failure>) + Send>;
-
-/// An executed operation awaiting the fate of its transaction.
-struct Executed {
-    succeeded: bool,
-    deliver: Deliver,
-}
-
-/// One queued operation, erased over its result type.
-trait Job: Send {
-    fn execute(self: Box<Self>, conn: &Connection) -> Executed;
-    /// Fails the operation without running it (the transaction could not even start).
-    fn reject(self: Box<Self>, failure: Failure);
-}
-
-struct TypedJob<T, F> {
-    operation: &'static str,
-    work: F,
-    reply: oneshot::Sender<Result<T, ProviderError>>,
-}
-
-impl<T, F> Job for TypedJob<T, F>
-where
-    T: Send + 'static,
-    F: FnOnce(&Connection) -> Result<T, ProviderError> + Send,
-{
-    fn execute(self: Box<Self>, conn: &Connection) -> Executed {
-        let TypedJob {
-            operation,
-            work,
-            reply,
-        } = *self;
-        let result = work(conn);
-        let succeeded = result.is_ok();
-        let deliver: Deliver = Box::new(move |commit| {
-            let outcome = match commit {
-                Ok(()) => result,
-                // The operation's own error explains more than the transaction's.
-                Err(failure) => result.and_then(|_| Err(failure.into_error(operation))),
-            };
-            // The caller may have stopped waiting (a cancelled fetch); its lease then simply expires.
-            let _ = reply.send(outcome);
-        });
-        Executed { succeeded, deliver }
-    }
-
-    fn reject(self: Box<Self>, failure: Failure) {
-        let _ = self.reply.send(Err(failure.into_error(self.operation)));
-    }
-}
-
-/// Handle to the writer thread. Dropping it lets queued work finish, then closes the connection.
+/// Handle to the writer. Dropping it lets queued work finish, stops the background thread and closes
+/// the connection.
 pub(crate) struct Writer {
-    sender: Option<mpsc::Sender<Box<dyn Job>>>,
+    inner: Arc<Inner>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Writer")
-            .field("running", &self.sender.is_some())
-            .finish()
+            .field("all_long", &self.inner.all_long)
+            .finish_non_exhaustive()
     }
 }
 
 impl Writer {
-    /// Moves `conn` onto a new writer thread. `commits`, when given, counts committed transactions
-    /// (the background checkpointer watches it).
-    pub(crate) fn start(
-        conn: Connection,
-        idle: Option<IdleHook>,
-        commits: Option<Arc<AtomicU64>>,
-    ) -> std::io::Result<Writer> {
-        let (sender, receiver) = mpsc::channel::<Box<dyn Job>>();
+    /// Takes over `conn` and starts the background thread.
+    pub(crate) fn start(conn: Connection, config: WriterConfig) -> std::io::Result<Writer> {
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            conn: Mutex::new(conn),
+            commits: config.commits,
+            all_long: config.all_long,
+        });
         let thread = std::thread::Builder::new()
             .name("duroxide-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, receiver, idle, commits))?;
+            .spawn({
+                let inner = inner.clone();
+                move || thread_loop(&inner, config.idle)
+            })?;
         Ok(Writer {
-            sender: Some(sender),
+            inner,
             thread: Some(thread),
         })
     }
 
-    /// Runs `work` on the writer thread inside a transaction and returns its result once committed. An
-    /// `Err` from `work` rolls back everything it did.
-    pub(crate) async fn run<T, F>(&self, operation: &'static str, work: F) -> Result<T, ProviderError>
+    /// Runs `work` inside a transaction and returns its result once committed. An `Err` from `work`
+    /// rolls back everything it did. `cost` decides whether it may run on the calling thread.
+    pub(crate) async fn run<T, F>(
+        &self,
+        operation: &'static str,
+        cost: Cost,
+        work: F,
+    ) -> Result<T, ProviderError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, ProviderError> + Send + 'static,
     {
         let (reply, receiver) = oneshot::channel();
-        let job: Box<dyn Job> = Box::new(TypedJob {
-            operation,
-            work,
-            reply,
-        });
-        let sender = self.sender.as_ref().ok_or_else(|| stopped(operation))?;
-        sender.send(job).map_err(|_| stopped(operation))?;
+        let long = cost == Cost::Long || self.inner.all_long;
+        let combine_here = {
+            let mut state = self.inner.state();
+            state.queue.push_back(Queued {
+                job: Box::new(TypedJob::new(operation, work, reply)),
+                long,
+            });
+            if state.busy {
+                false
+            } else {
+                state.busy = true;
+                if long {
+                    state.thread_turn = true;
+                    self.inner.wake.notify_one();
+                }
+                !long
+            }
+        };
+        if combine_here {
+            self.inner.combine(Place::Caller);
+        }
         receiver.await.map_err(|_| stopped(operation))?
     }
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        // Closing the channel ends the loop after the queued work; joining makes "provider dropped"
-        // mean "connection closed", so a test (or an application) can reopen the file at once.
-        self.sender.take();
+        // The thread finishes a hand-over first; joining makes "provider dropped" mean "connection
+        // closed", so a test (or an application) can reopen the file at once.
+        self.inner.state().closing = true;
+        self.inner.wake.notify_one();
         if let Some(thread) = self.thread.take() {
             if thread.thread().id() != std::thread::current().id() {
                 let _ = thread.join();
@@ -187,147 +236,40 @@ impl Drop for Writer {
 fn stopped(operation: &'static str) -> ProviderError {
     ProviderError::permanent(
         operation,
-        "the SQLite writer thread stopped before answering (the operation panicked or the provider is closing)",
+        "the SQLite writer stopped before answering (the provider is closing)",
     )
 }
 
-fn writer_loop(
-    conn: Connection,
-    receiver: mpsc::Receiver<Box<dyn Job>>,
-    mut idle: Option<IdleHook>,
-    commits: Option<Arc<AtomicU64>>,
-) {
+fn thread_loop(inner: &Inner, mut idle: Option<IdleHook>) {
+    let mut state = inner.state();
     loop {
-        let spun = spin_for_work(&receiver);
-        let first = match (spun, &mut idle) {
-            (Some(job), _) => job,
-            (None, Some(hook)) => match receiver.recv_timeout(hook.every) {
-                Ok(job) => job,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    (hook.run)(&conn);
-                    continue;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            },
-            (None, None) => match receiver.recv() {
-                Ok(job) => job,
-                Err(mpsc::RecvError) => return,
-            },
-        };
-        let mut batch = Vec::with_capacity(8);
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        run_batch(&conn, batch);
-        if let Some(commits) = &commits {
-            commits.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Looks for work without sleeping for a short while before the loop blocks on the channel. A caller
-/// that just got its reply usually sends the next operation within microseconds (a fetch is followed
-/// by its ack); catching it here saves waking a parked thread, which costs tens of microseconds on a
-/// virtual machine.
-fn spin_for_work(receiver: &mpsc::Receiver<Box<dyn Job>>) -> Option<Box<dyn Job>> {
-    let started = std::time::Instant::now();
-    while started.elapsed() < SPIN {
-        match receiver.try_recv() {
-            Ok(job) => return Some(job),
-            Err(mpsc::TryRecvError::Empty) => std::thread::yield_now(),
-            Err(mpsc::TryRecvError::Disconnected) => return None,
-        }
-    }
-    None
-}
-
-fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql)?.execute([]).map(drop)
-}
-
-/// Runs `jobs` in as few transactions as possible (one, unless SQLite aborts a transaction midway).
-fn run_batch(conn: &Connection, jobs: Vec<Box<dyn Job>>) {
-    let mut jobs = jobs.into_iter();
-    while jobs.len() > 0 {
-        if let Err(err) = exec(conn, "BEGIN IMMEDIATE") {
-            let failure = Failure::from_sql("starting the transaction", err);
-            jobs.for_each(|job| job.reject(failure.clone()));
-            return;
-        }
-        // A lone operation needs no savepoint: its failure rolls back the whole transaction.
-        let savepoints = jobs.len() > 1;
-        let mut committed: Vec<Deliver> = Vec::with_capacity(jobs.len());
-        let mut aborted = false;
-        for job in jobs.by_ref() {
-            if savepoints {
-                if let Err(err) = exec(conn, "SAVEPOINT job") {
-                    job.reject(Failure::from_sql("starting the savepoint", err));
-                    continue;
-                }
-            }
-            let executed =
-                catch_unwind(AssertUnwindSafe(|| job.execute(conn))).unwrap_or_else(|_| Executed {
-                    // The reply channel was dropped while unwinding, so the caller learns of the failure.
-                    succeeded: false,
-                    deliver: Box::new(|_| {}),
-                });
-            if conn.is_autocommit() {
-                // SQLite rolled the whole transaction back (I/O error, full disk, interrupted): the
-                // operations before this one lost their work too. Fail them, and start afresh.
-                let failure = Failure {
-                    kind: ProviderErrorKind::Retryable,
-                    message: "SQLite rolled the transaction back; nothing of this operation was stored"
-                        .into(),
-                };
-                committed
-                    .drain(..)
-                    .for_each(|deliver| deliver(Err(failure.clone())));
-                (executed.deliver)(Err(failure));
-                aborted = true;
-                break;
-            }
-            if executed.succeeded {
-                if savepoints {
-                    if let Err(err) = exec(conn, "RELEASE job") {
-                        (executed.deliver)(Err(Failure::from_sql("releasing the savepoint", err)));
-                        continue;
-                    }
-                }
-                committed.push(executed.deliver);
-            } else {
-                let undo = if savepoints {
-                    exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
-                } else {
-                    exec(conn, "ROLLBACK")
-                };
-                if let Err(err) = undo {
-                    tracing::error!(error = %err, "rolling back a failed SQLite operation failed");
-                }
-                (executed.deliver)(Ok(()));
-            }
-        }
-        if aborted {
+        if state.thread_turn {
+            state.thread_turn = false;
+            drop(state);
+            inner.combine(Place::Thread);
+            state = inner.state();
             continue;
         }
-        if conn.is_autocommit() {
-            // The lone operation failed and was rolled back above; nothing is left to commit.
+        if state.closing {
             return;
         }
-        match exec(conn, "COMMIT") {
-            Ok(()) => committed.into_iter().for_each(|deliver| deliver(Ok(()))),
-            Err(err) => {
-                let failure = Failure::from_sql("committing", err);
-                if !conn.is_autocommit() {
-                    let _ = exec(conn, "ROLLBACK");
-                }
-                committed
-                    .into_iter()
-                    .for_each(|deliver| deliver(Err(failure.clone())));
-            }
+        let Some(hook) = &mut idle else {
+            state = inner.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+            continue;
+        };
+        let (guard, waited) = inner
+            .wake
+            .wait_timeout(state, hook.every)
+            .unwrap_or_else(PoisonError::into_inner);
+        state = guard;
+        if waited.timed_out() && !state.busy {
+            // Holding the combiner role keeps callers off the connection meanwhile; they queue and
+            // are served by the `combine` that follows.
+            state.busy = true;
+            drop(state);
+            (hook.run)(&inner.conn());
+            inner.combine(Place::Thread);
+            state = inner.state();
         }
     }
 }
@@ -335,13 +277,19 @@ fn run_batch(conn: &Connection, jobs: Vec<Box<dyn Job>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use crate::error::sql_error;
+    use duroxide_core::provider::ProviderErrorKind;
 
-    fn writer() -> Arc<Writer> {
+    fn writer(all_long: bool) -> Arc<Writer> {
         let conn = Connection::open_in_memory().expect("open");
         conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)", [])
             .expect("table");
-        Arc::new(Writer::start(conn, None, None).expect("start"))
+        let config = WriterConfig {
+            all_long,
+            idle: None,
+            commits: None,
+        };
+        Arc::new(Writer::start(conn, config).expect("start"))
     }
 
     fn insert(conn: &Connection, id: i64) -> Result<(), ProviderError> {
@@ -352,7 +300,7 @@ mod tests {
 
     async fn ids(writer: &Writer) -> Vec<i64> {
         writer
-            .run("read", |conn| {
+            .run("read", Cost::Short, |conn| {
                 let mut stmt = conn
                     .prepare("SELECT id FROM t ORDER BY id")
                     .map_err(|e| sql_error("read", e))?;
@@ -368,22 +316,26 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_failing_operation_in_a_shared_transaction_rolls_back_alone() {
-        let writer = writer();
-        // Hold the writer so that the next three operations queue up and run as one batch.
+        let writer = writer(false);
+        // Hold the writer with a long operation (on the background thread) so that the next three
+        // operations queue up and run as one batch.
         let (release, hold) = std::sync::mpsc::channel::<()>();
         let gate = tokio::spawn({
             let writer = writer.clone();
             async move {
                 writer
-                    .run("gate", move |_| hold.recv().map_err(|_| stopped("gate")))
+                    .run("gate", Cost::Long, move |_| {
+                        hold.recv().map_err(|_| stopped("gate"))
+                    })
                     .await
             }
         });
+        tokio::task::yield_now().await; // the gate is queued first
         let spawn = |id: i64, fail: bool| {
             let writer = writer.clone();
             tokio::spawn(async move {
                 writer
-                    .run("op", move |conn| {
+                    .run("op", Cost::Short, move |conn| {
                         insert(conn, id)?;
                         if fail {
                             return Err(ProviderError::permanent("op", "refused after writing"));
@@ -409,24 +361,75 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_operation_fails_alone_and_the_writer_goes_on() {
-        let writer = writer();
-        let err = writer
-            .run("boom", |conn| -> Result<(), ProviderError> {
-                insert(conn, 7)?;
-                panic!("a bug in an operation");
-            })
+        for all_long in [false, true] {
+            let writer = writer(all_long);
+            let err = writer
+                .run("boom", Cost::Short, |conn| -> Result<(), ProviderError> {
+                    insert(conn, 7)?;
+                    panic!("a bug in an operation");
+                })
+                .await
+                .expect_err("the panic is reported");
+            assert_eq!(err.kind, ProviderErrorKind::Permanent);
+            assert_eq!(err.operation, "boom");
+            writer
+                .run("after", Cost::Short, |conn| insert(conn, 8))
+                .await
+                .expect("the writer still runs");
+            assert_eq!(
+                ids(&writer).await,
+                [8],
+                "the panicking operation's write was rolled back"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn short_operations_run_on_the_calling_thread_and_long_ones_do_not() {
+        let writer = writer(false);
+        let caller = std::thread::current().id();
+        let short = writer
+            .run("short", Cost::Short, |_| Ok(std::thread::current().id()))
             .await
-            .expect_err("the panic is reported");
-        assert_eq!(err.kind, ProviderErrorKind::Permanent);
-        assert_eq!(err.operation, "boom");
-        writer
-            .run("after", |conn| insert(conn, 8))
+            .expect("short");
+        let long = writer
+            .run("long", Cost::Long, |_| Ok(std::thread::current().id()))
             .await
-            .expect("the writer still runs");
-        assert_eq!(
-            ids(&writer).await,
-            [8],
-            "the panicking operation's write was rolled back"
+            .expect("long");
+        assert_eq!(short, caller);
+        assert_ne!(long, caller);
+        let everything_long = self::writer(true);
+        let offloaded = everything_long
+            .run("short", Cost::Short, |_| Ok(std::thread::current().id()))
+            .await
+            .expect("short");
+        assert_ne!(
+            offloaded, caller,
+            "with all_long, short operations go to the thread too"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_callers_all_get_their_own_results() {
+        let writer = writer(false);
+        let tasks: Vec<_> = (0..8_i64)
+            .map(|task| {
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    for i in 0..200 {
+                        let id = task * 1_000 + i;
+                        let got = writer
+                            .run("op", Cost::Short, move |conn| insert(conn, id).map(|()| id))
+                            .await
+                            .expect("op");
+                        assert_eq!(got, id);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("join");
+        }
+        assert_eq!(ids(&writer).await.len(), 1_600);
     }
 }
