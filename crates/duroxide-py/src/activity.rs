@@ -27,7 +27,7 @@ fn call(entry: &Py<PyAny>, ctx: ActivityContext, input: String) -> Result<String
     Python::attach(|py| {
         let outcome = Py::new(py, PyActivityContext { ctx })
             .and_then(|native| entry.call1(py, (native, input)))
-            .and_then(|r| r.extract::<(bool, String)>(py).map_err(PyErr::from));
+            .and_then(|r| r.extract::<(bool, String)>(py));
         match outcome {
             Ok((true, output)) => Ok(output),
             Ok((false, error)) => Err(error),

@@ -24,6 +24,9 @@ fn state_tuple(s: OrchestrationState) -> StateTuple {
     )
 }
 
+/// `(history_event_count, history_size_bytes, queue_pending_count, kv_user_key_count, kv_total_value_bytes)`.
+type StatsTuple = (u64, u64, u64, u64, u64);
+
 /// `(instance_id, name, version, current_execution_id, status, output, created_at, updated_at, parent)`.
 type InfoTuple = (
     String,
@@ -352,11 +355,7 @@ impl PyClient {
 
     /// `(history_event_count, history_size_bytes, queue_pending_count, kv_user_key_count,
     /// kv_total_value_bytes)` or `None` for an unknown id.
-    fn get_orchestration_stats(
-        &self,
-        py: Python<'_>,
-        instance_id: String,
-    ) -> PyResult<Option<(u64, u64, u64, u64, u64)>> {
+    fn get_orchestration_stats(&self, py: Python<'_>, instance_id: String) -> PyResult<Option<StatsTuple>> {
         let c = &self.inner;
         let s = rt::block_on(py, c.get_orchestration_stats(&instance_id))?.py_err(py)?;
         Ok(s.map(|s| {

@@ -146,7 +146,8 @@ impl PyOrchestrationContext {
     /// returns a task that never resolves.
     #[pyo3(signature = (input, version=None))]
     fn continue_as_new(&self, input: String, version: Option<String>) -> Task {
-        let _ = self.ctx.continue_as_new_versioned(input, version.as_deref());
+        // The returned future never resolves; the engine ends the execution instead.
+        drop(self.ctx.continue_as_new_versioned(input, version.as_deref()));
         Task::new(TaskKind::ContinueAsNew)
     }
 

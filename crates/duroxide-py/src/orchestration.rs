@@ -52,7 +52,7 @@ impl Glue {
     fn error_text(&self, py: Python<'_>, error: PyErr) -> String {
         self.format_error
             .call1(py, (error.into_value(py),))
-            .and_then(|t| t.extract::<String>(py).map_err(PyErr::from))
+            .and_then(|t| t.extract::<String>(py))
             .unwrap_or_else(|e| format!("orchestration failed, and so did formatting its error: {e}"))
     }
 
