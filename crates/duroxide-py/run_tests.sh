@@ -16,6 +16,8 @@ if [ ! -x "$venv/bin/python" ]; then
     "${PYTHON:-python3}" -m venv "$venv"
 fi
 py="$venv/bin/python"
+# The build backend runs the `maturin` executable from PATH.
+export PATH="$venv/bin:$PATH"
 
 "$py" -m pip install --quiet --disable-pip-version-check "maturin>=1.5,<2" "pytest>=7"
 # The build backend (maturin) is already in the virtualenv, so build without an isolated environment.

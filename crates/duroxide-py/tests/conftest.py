@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import uuid
 
 import pytest
@@ -13,6 +15,15 @@ from duroxide import Client, Runtime, SqliteProvider
 PG_URL = os.environ.get("DUROXIDE_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 
 _pg_state: dict = {}
+_pg_schemas: list = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Drops the schemas the PostgreSQL tests created (when `psql` is there to do it)."""
+    if not _pg_schemas or shutil.which("psql") is None:
+        return
+    drops = "".join(f'DROP SCHEMA IF EXISTS "{s}" CASCADE;' for s in _pg_schemas)
+    subprocess.run(["psql", PG_URL, "-q", "-c", drops], capture_output=True, timeout=120, check=False)
 
 
 def _pg_available() -> "tuple[bool, str]":
@@ -23,6 +34,7 @@ def _pg_available() -> "tuple[bool, str]":
         else:
             try:
                 duroxide.PostgresProvider.connect_with_schema(PG_URL, "dx_probe")
+                _pg_schemas.append("dx_probe")
                 _pg_state.update(ok=True, why="")
             except Exception as e:  # noqa: BLE001 - any failure means "no server here"
                 _pg_state.update(ok=False, why=f"no PostgreSQL at {PG_URL}: {e}")
@@ -50,6 +62,7 @@ def make_provider(backend, tmp_path):
             return SqliteProvider.in_memory()
         if backend == "file":
             return SqliteProvider.open(tmp_path / "duroxide.db")
+        _pg_schemas.append(schema)
         return duroxide.PostgresProvider.connect_with_schema(PG_URL, schema)
 
     return make

@@ -1008,7 +1008,7 @@ def _wait_orch(ctx, _):
 
 
 def test_postgres_provider_connect(backend, runtimes):
-    from conftest import PG_URL
+    from conftest import PG_URL, _pg_schemas
 
     if backend != "pg":
         pytest.skip("PostgreSQL only")
@@ -1017,9 +1017,11 @@ def test_postgres_provider_connect(backend, runtimes):
     provider = PostgresProvider.connect(PG_URL)
     assert provider is not None
     # With schema isolation
+    schema = f"duroxide_app_{uuid.uuid4().hex[:8]}"
+    _pg_schemas.append(schema)
     provider = PostgresProvider.connect_with_schema(
         PG_URL,
-        f"duroxide_app_{uuid.uuid4().hex[:8]}",
+        schema,
     )
     rt = Runtime(provider)
     runtimes.append(rt)
