@@ -750,3 +750,22 @@ def test_cached_generator_is_resumed_not_replayed(make_provider, backend, runtim
     assert client.wait_for_orchestration("s").output == 2
     # A new runtime has no cached state: it replayed the generator from history once.
     assert entries == [False, True]
+
+
+def test_interpreter_exit_without_shutdown_is_clean():
+    script = textwrap.dedent("""
+        from duroxide import SqliteProvider, Client, Runtime
+        p = SqliteProvider.in_memory(); c = Client(p); rt = Runtime(p)
+        rt.register_activity("A", lambda ctx, x: x)
+        @rt.register_orchestration("W")
+        def w(ctx, x):
+            r = yield ctx.schedule_activity("A", x)
+            return r
+        rt.start()
+        for i in range(20):
+            c.start_orchestration(f"w{i}", "W", i)
+        print(c.wait_for_orchestration("w0").output)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "0\n"

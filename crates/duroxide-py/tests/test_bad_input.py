@@ -399,3 +399,11 @@ def test_opening_an_unusable_sqlite_path_raises(tmp_path):
     not_a_db.write_text("this is not a database" * 100)
     with pytest.raises(DuroxideError, match="SQLite"):
         duroxide.SqliteProvider.open(not_a_db)
+
+
+def test_async_def_orchestrations_are_refused_at_registration(runtime):
+    async def orch(ctx, x):
+        return x
+
+    with pytest.raises(TypeError, match="generator functions"):
+        runtime.register_orchestration("Async", orch)

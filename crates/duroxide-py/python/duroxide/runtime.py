@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import inspect
 import json
 import threading
+import weakref
 from typing import Any, Callable, Optional, TypeVar
 
 from . import _native
@@ -30,6 +32,20 @@ def _check_name(name: Any, what: str) -> str:
 def _check_fn(fn: Any, what: str) -> None:
     if not callable(fn):
         raise TypeError(f"{what} must be callable as fn(ctx, input), got {fn!r}")
+
+
+# Runtimes started and not yet shut down: stopped at interpreter exit, before Python goes away under
+# their dispatcher threads.
+_running: "weakref.WeakSet[Runtime]" = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_running() -> None:
+    for rt in list(_running):
+        try:
+            rt.shutdown(2000)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
 
 
 class _EventLoop:
@@ -102,6 +118,11 @@ class Runtime:
         if fn is None:
             return lambda f: self.register_orchestration_versioned(name, version, f)
         _check_fn(fn, "an orchestration")
+        if inspect.iscoroutinefunction(fn):
+            raise TypeError(
+                f"orchestration {name!r} is an async def; orchestrations are generator functions "
+                "(use `yield ctx.schedule_activity(...)`); async def is for activities"
+            )
         self._native.register_orchestration(name, version, _orchestration_entry(fn))
         return fn
 
@@ -122,6 +143,7 @@ class Runtime:
     def start(self) -> None:
         """Starts the dispatchers and returns. Starting twice raises ``DuroxideError``."""
         self._native.start()
+        _running.add(self)
 
     def shutdown(self, timeout_ms: Optional[int] = None) -> None:
         """Stops fetching work, lets in-flight turns and activities finish for up to ``timeout_ms``
@@ -132,6 +154,7 @@ class Runtime:
         try:
             self._native.shutdown(timeout)
         finally:
+            _running.discard(self)
             with self._loop_lock:
                 loop, self._loop = self._loop, None
             if loop is not None:
