@@ -304,6 +304,27 @@ enum Plan {
     LoseReply,
 }
 
+/// Where a call is when a [`CallHook`] is consulted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallPhase {
+    /// The call is about to reach the store (no fault stopped it).
+    BeforeStore,
+    /// The store answered with success (for fetches: handed something out); the caller has not yet
+    /// seen the reply.
+    AfterCommit,
+}
+
+/// What a [`CallHook`] wants done with the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookAction {
+    Continue,
+    /// Never return: the call hangs where it is (for a test that SIGKILLs the process right there).
+    Freeze,
+}
+
+/// Consulted at both phases of every call (see [`FaultyProvider::with_hook`]).
+pub type CallHook = Arc<dyn Fn(Op, CallPhase) -> HookAction + Send + Sync>;
+
 /// A provider that injects faults into another. See the module documentation.
 pub struct FaultyProvider {
     inner: Arc<dyn Provider>,
@@ -315,6 +336,7 @@ pub struct FaultyProvider {
     counters: Counters,
     enabled: AtomicBool,
     monitor: Option<Arc<TurnMonitor>>,
+    hook: Option<CallHook>,
     /// Worker lock token → the activity it locks, to attribute faults to activities.
     work_tokens: Mutex<HashMap<String, ActivityRef>>,
     touched: Mutex<HashSet<ActivityRef>>,
@@ -345,6 +367,7 @@ impl FaultyProvider {
             counters: Counters::default(),
             enabled: AtomicBool::new(true),
             monitor: None,
+            hook: None,
             work_tokens: Mutex::new(HashMap::new()),
             touched: Mutex::new(HashSet::new()),
         }
@@ -354,6 +377,22 @@ impl FaultyProvider {
     pub fn with_monitor(mut self, monitor: Arc<TurnMonitor>) -> Self {
         self.monitor = Some(monitor);
         self
+    }
+
+    /// Consults `hook` before each call reaches the store and after it succeeded there, so a test can
+    /// freeze a call at an exact point (before an ack, after a commit) and kill the process there.
+    pub fn with_hook(mut self, hook: CallHook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// Runs the hook; a `Freeze` never returns.
+    async fn checkpoint(&self, op: Op, phase: CallPhase) {
+        if let Some(hook) = &self.hook {
+            if hook(op, phase) == HookAction::Freeze {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     pub fn seed(&self) -> u64 {
@@ -472,13 +511,15 @@ impl FaultyProvider {
         Fut: std::future::Future<Output = Result<T, ProviderError>>,
     {
         let (plan, _) = self.decide(op).await;
+        if matches!(plan, Plan::Retryable | Plan::Permanent) {
+            return Err(self.injected(op, plan));
+        }
+        self.checkpoint(op, CallPhase::BeforeStore).await;
+        let value = call.await?;
+        self.checkpoint(op, CallPhase::AfterCommit).await;
         match plan {
-            Plan::Forward => call.await,
-            Plan::Retryable | Plan::Permanent => Err(self.injected(op, plan)),
-            Plan::LoseReply => {
-                call.await?;
-                Err(self.lost(op))
-            }
+            Plan::LoseReply => Err(self.lost(op)),
+            _ => Ok(value),
         }
     }
 
@@ -506,6 +547,7 @@ impl FaultyProvider {
         if matches!(plan, Plan::Retryable | Plan::Permanent) {
             return Err(self.injected(op, plan));
         }
+        self.checkpoint(op, CallPhase::BeforeStore).await;
         self.record(TurnRecord::ReleaseBegin {
             token: token.to_string(),
             at_us: epoch_us(),
@@ -521,6 +563,9 @@ impl FaultyProvider {
             at_us: epoch_us(),
             outcome,
         });
+        if result.is_ok() {
+            self.checkpoint(op, CallPhase::AfterCommit).await;
+        }
         match (plan, result) {
             (Plan::LoseReply, Ok(())) => Err(self.lost(op)),
             (_, result) => result,
@@ -545,6 +590,7 @@ impl FaultyProvider {
         if matches!(plan, Plan::Retryable | Plan::Permanent) {
             return Err(self.injected(op, plan));
         }
+        self.checkpoint(op, CallPhase::BeforeStore).await;
         let start_us = epoch_us();
         let result = call.await;
         if result.is_ok() {
@@ -596,6 +642,7 @@ impl Provider for FaultyProvider {
         if matches!(plan, Plan::Retryable | Plan::Permanent) {
             return Err(self.injected(op, plan));
         }
+        self.checkpoint(op, CallPhase::BeforeStore).await;
         let start_us = epoch_us();
         let item = self
             .inner
@@ -609,6 +656,7 @@ impl Provider for FaultyProvider {
                 call_end_us: epoch_us(),
                 lease_us: lock_timeout.as_micros() as u64,
             });
+            self.checkpoint(op, CallPhase::AfterCommit).await;
         }
         match plan {
             // The instance stays locked until its lease runs out; nobody will ack it.
@@ -663,6 +711,7 @@ impl Provider for FaultyProvider {
         if matches!(plan, Plan::Retryable | Plan::Permanent) {
             return Err(self.injected(op, plan));
         }
+        self.checkpoint(op, CallPhase::BeforeStore).await;
         let start_us = epoch_us();
         let lease = self.inner.fetch_work_item(request, poll_timeout).await?;
         if let Some(lease) = &lease {
@@ -674,6 +723,7 @@ impl Provider for FaultyProvider {
                 call_end_us: epoch_us(),
                 lease_us: request.lock_timeout.as_micros() as u64,
             });
+            self.checkpoint(op, CallPhase::AfterCommit).await;
         }
         match (plan, lease) {
             (Plan::LoseReply, Some(lease)) => {

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use duroxide_conformance::faults::SplitMix64;
@@ -271,6 +271,38 @@ pub fn generate(seed: u64, scale: Scale, prefix: &str) -> Vec<Spec> {
 
 // ---- registrations ----------------------------------------------------------------------------------
 
+/// Called by chains and fan-outs each time their code runs past an await outside replay: the crash
+/// test's way to stop a process in the middle of a turn.
+static TURN_HOOK: OnceLock<Box<dyn Fn() + Send + Sync>> = OnceLock::new();
+
+/// Installs the turn hook (once per process).
+pub fn set_turn_hook(hook: impl Fn() + Send + Sync + 'static) {
+    let _ = TURN_HOOK.set(Box::new(hook));
+}
+
+/// Time each activity spends "working" after recording its effect (the crash test sets it so that
+/// kills land in the middle of activities too).
+static ACTIVITY_LATENCY: OnceLock<Duration> = OnceLock::new();
+
+/// Sets the activity latency (once per process).
+pub fn set_activity_latency(latency: Duration) {
+    let _ = ACTIVITY_LATENCY.set(latency);
+}
+
+async fn work() {
+    if let Some(latency) = ACTIVITY_LATENCY.get() {
+        tokio::time::sleep(*latency).await;
+    }
+}
+
+fn turn_hook(ctx: &OrchestrationContext) {
+    if !ctx.is_replaying() {
+        if let Some(hook) = TURN_HOOK.get() {
+            hook();
+        }
+    }
+}
+
 fn parse_pair(input: &str) -> Result<(u64, u64), String> {
     let (a, b) = input
         .split_once(',')
@@ -300,6 +332,7 @@ pub fn activities(effects: Arc<dyn Effects>) -> ActivityRegistry {
     reg.register("Add", move |ctx: ActivityContext, input: String| {
         e.record(&identity(&ctx), "Add");
         async move {
+            work().await;
             let (x, i) = parse_pair(&input)?;
             Ok((x + i).to_string())
         }
@@ -309,6 +342,7 @@ pub fn activities(effects: Arc<dyn Effects>) -> ActivityRegistry {
     reg.register("Square", move |ctx: ActivityContext, input: String| {
         e.record(&identity(&ctx), "Square");
         async move {
+            work().await;
             let v = number(&input)?;
             Ok((v * v).to_string())
         }
@@ -317,7 +351,10 @@ pub fn activities(effects: Arc<dyn Effects>) -> ActivityRegistry {
     let e = effects.clone();
     reg.register("Echo", move |ctx: ActivityContext, input: String| {
         e.record(&identity(&ctx), "Echo");
-        async move { Ok(format!("echo:{input}")) }
+        async move {
+            work().await;
+            Ok(format!("echo:{input}"))
+        }
     })
     .unwrap();
     let e = effects.clone();
@@ -332,6 +369,7 @@ pub fn activities(effects: Arc<dyn Effects>) -> ActivityRegistry {
             .position(|&id| id == me.event_id)
             .unwrap_or(0);
         async move {
+            work().await;
             if position < 2 {
                 Err(format!("flaky failure on attempt {}", position + 1))
             } else {
@@ -344,6 +382,7 @@ pub fn activities(effects: Arc<dyn Effects>) -> ActivityRegistry {
     reg.register("Append", move |ctx: ActivityContext, input: String| {
         e.record(&identity(&ctx), "Append");
         async move {
+            work().await;
             let (acc, i) = input.split_once(',').ok_or("bad Append input")?;
             let i = number(i)?;
             Ok(format!("{acc}{}", (b'a' + (i % 26) as u8) as char))
@@ -360,6 +399,7 @@ pub fn orchestrations() -> OrchestrationRegistry {
         let (n, mut x) = parse_pair(&input)?;
         for i in 0..n {
             x = number(&ctx.schedule_activity("Add", format!("{x},{i}")).await?)?;
+            turn_hook(&ctx);
         }
         Ok(x.to_string())
     })
@@ -369,8 +409,10 @@ pub fn orchestrations() -> OrchestrationRegistry {
         let tasks = (base..base + n)
             .map(|v| ctx.schedule_activity("Square", v.to_string()))
             .collect();
+        let results = ctx.join(tasks).await;
+        turn_hook(&ctx);
         let mut sum = 0;
-        for result in ctx.join(tasks).await {
+        for result in results {
             sum += number(&result?)?;
         }
         Ok(sum.to_string())
