@@ -58,7 +58,10 @@ fn raw(path: &Path) -> Connection {
     conn
 }
 
-fn history_row(conn: &Connection, instance: &str, event_id: u64) -> Option<(String, String)> {
+/// A stored history row's `kind` and `payload`.
+type Row = (String, String);
+
+fn history_row(conn: &Connection, instance: &str, event_id: u64) -> Option<Row> {
     conn.query_row(
         "SELECT kind, payload FROM history WHERE instance_id = ?1 AND execution_id = 1 AND event_id = ?2",
         params![instance, event_id],
@@ -135,7 +138,7 @@ async fn corrupt_rows_fail_only_their_instances_and_stay_as_they_were() {
 
     // Phase 2: corrupt, remembering the bytes each corrupt row must still have afterwards.
     let conn = raw(&path);
-    let mut keep: Vec<(&str, u64, Option<(String, String)>)> = Vec::new();
+    let mut keep: Vec<(&str, u64, Option<Row>)> = Vec::new();
     // A history event cut off in the middle (a torn write).
     conn.execute(
         "UPDATE history SET payload = substr(payload, 1, length(payload) / 2)
