@@ -2,6 +2,7 @@
 
 mod bench;
 mod conformance;
+mod soak;
 mod step;
 mod test;
 
@@ -14,7 +15,8 @@ usage: cargo xtask <command>
 commands:
   test                           fmt check, clippy (-D warnings), all tests: what CI runs
   conformance <sqlite|postgres>  run the provider conformance suite against one provider
-  bench                          run the criterion benchmarks (core replay, sqlite provider cycle)";
+  bench                          run the criterion benchmarks (core replay, sqlite provider cycle)
+  soak [--minutes N]             chaos, crash and fuzz runs with random seeds for about N minutes (default 10)";
 
 /// Bad command-line arguments; reported with the usage text and exit code 2, as getopt-style tools do.
 #[derive(Debug)]
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         "test" => test::run(rest),
         "conformance" => conformance::run(rest),
         "bench" => bench::run(rest),
+        "soak" => soak::run(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
