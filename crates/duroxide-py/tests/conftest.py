@@ -57,13 +57,14 @@ def make_provider(backend, tmp_path):
 
     schema = f"dx_{uuid.uuid4().hex[:16]}"
 
-    def make():
+    def make(store: str = ""):
+        """Each call opens the test's store again; a different `store` name opens a separate one."""
         if backend == "mem":
             return SqliteProvider.in_memory()
         if backend == "file":
-            return SqliteProvider.open(tmp_path / "duroxide.db")
-        _pg_schemas.append(schema)
-        return duroxide.PostgresProvider.connect_with_schema(PG_URL, schema)
+            return SqliteProvider.open(tmp_path / f"duroxide{store}.db")
+        _pg_schemas.append(schema + store)
+        return duroxide.PostgresProvider.connect_with_schema(PG_URL, schema + store)
 
     return make
 

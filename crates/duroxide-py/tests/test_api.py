@@ -224,6 +224,8 @@ def test_context_manager_metrics_and_shutdown(provider, client):
     with rt2:
         client.start_orchestration("w", "W", 1)
         client.wait_for_orchestration("w")
+        # Counters are updated just after the turn commits, which is when waiters may already see it.
+        wait_until(lambda: rt2.metrics_snapshot().orch_completions == 1)
         snap = rt2.metrics_snapshot()
     assert snap.orch_starts == snap["orch_starts"] == 1
     assert dict(snap)["activity_success"] == 1
@@ -242,7 +244,7 @@ def test_context_manager_metrics_and_shutdown(provider, client):
 def test_each_runtime_owns_its_registry(make_provider, runtimes):
     results = []
     for label in ("one", "two"):
-        p = make_provider() if label == "one" or True else None
+        p = make_provider(label)  # separate stores: only the registries are compared
         rt = Runtime(p)
         runtimes.append(rt)
         rt.register_activity("Who", lambda ctx, x, label=label: label)

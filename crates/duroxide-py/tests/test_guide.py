@@ -1068,6 +1068,10 @@ def test_metrics(runtime, client, capsys):
     runtime.start()
     client.start_orchestration("met-1", "M", 1)
     client.wait_for_orchestration("met-1")
+    # Counters are updated just after the turn commits, which is when waiters may already see it.
+    deadline = time.monotonic() + 10
+    while runtime.metrics_snapshot().orch_completions < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
 
     snapshot = runtime.metrics_snapshot()
     if snapshot:
