@@ -8,6 +8,10 @@
 //! processes are killed), which is how the oracle counts side effects per activity.
 #![allow(dead_code)] // the chaos and crash binaries each use their own subset
 
+pub mod chaos_run;
+pub mod crash_run;
+pub mod store;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::io::Write;
