@@ -1,6 +1,6 @@
 //! `cargo xtask soak [--minutes N]`: the reliability suite with fresh random seeds for about N minutes
-//! (default 10), in release mode: chaos under injected faults, SIGKILLed worker processes, and the
-//! core fuzzers with many more cases. Every seed is printed by the tests themselves, so a failure
+//! (default 10), in release mode: chaos under injected faults and SIGKILLed worker processes, each on a
+//! SQLite file and on PostgreSQL (`DUROXIDE_PG_URL`), and the core fuzzers with many more cases. Every seed is printed by the tests themselves, so a failure
 //! names the seed that reproduces it (`DUROXIDE_CHAOS_SEED` / `DUROXIDE_CRASH_SEED`).
 
 use std::process::Command;
@@ -22,16 +22,28 @@ struct Run {
 
 const RUNS: &[Run] = &[
     Run {
-        name: "chaos (injected faults)",
+        name: "chaos on a SQLite file (injected faults)",
         package: "duroxide-runtime",
         test: "chaos",
-        share: Some(0.55),
+        share: Some(0.3),
     },
     Run {
-        name: "crash (SIGKILLed processes)",
+        name: "chaos on PostgreSQL (injected faults)",
+        package: "duroxide-runtime",
+        test: "chaos_postgres",
+        share: Some(0.25),
+    },
+    Run {
+        name: "crash on a SQLite file (SIGKILLed processes)",
         package: "duroxide-runtime",
         test: "crash",
-        share: Some(0.35),
+        share: Some(0.2),
+    },
+    Run {
+        name: "crash on PostgreSQL (SIGKILLed processes)",
+        package: "duroxide-runtime",
+        test: "crash_postgres",
+        share: Some(0.15),
     },
     Run {
         name: "fuzz (decoders, replay, turn driver)",
