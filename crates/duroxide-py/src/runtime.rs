@@ -61,7 +61,7 @@ impl PyRuntime {
         // `RUST_LOG=... python app.py` shows the runtime's logs even when no level was configured.
         if options.log_level.is_none() {
             if let Ok(filter) = std::env::var("RUST_LOG") {
-                if !filter.trim().is_empty() {
+                if tracing_subscriber::EnvFilter::try_new(&filter).is_ok() {
                     options.log_level = Some(filter);
                 }
             }
