@@ -75,7 +75,7 @@ pub fn process_item(
     options: &TurnOptions,
 ) -> TurnDecision {
     let instance_id = &item.instance_id;
-    let next_event_id = item.history.last().map_or(0, |r| r.event_id) + 1;
+    let next_event_id = item.history.last().map_or(0, |r| r.event_id).saturating_add(1);
     let execution_id = item.instance.current_execution_id;
 
     if item.instance.status.is_terminal() {
@@ -156,7 +156,7 @@ pub fn process_item(
             // The start message is enqueued before anything else can reach the instance, so it
             // should be here; hand the batch back rather than lose what it holds, and fail clearly
             // if it never shows up.
-            let reason = format!("instance {instance_id}: no start message for execution {}", execution_id + 1);
+            let reason = format!("instance {instance_id}: no start message for execution {}", execution_id.saturating_add(1));
             return retry_or_fail(item, options, execution_id, next_event_id, ErrorKind::Infrastructure, reason);
         };
         let start = messages.remove(pos);
@@ -167,7 +167,7 @@ pub fn process_item(
                 name,
                 version,
                 ..
-            } => (execution_id + 1, name, version),
+            } => (execution_id.saturating_add(1), name, version),
             _ => unreachable!("position() matched a start message"),
         };
         let (name, version) = (name.clone(), version.clone());
@@ -275,7 +275,7 @@ fn kv_after(snapshot: &[KvEntry], history: &[Event]) -> Vec<KvEntry> {
 /// Fails the item's execution with `error` without running its code (for example when the code
 /// panicked): a terminal event, the parent's notification, every message consumed.
 pub fn fail_item(item: &OrchestrationItem, error: ErrorDetails) -> TurnDecision {
-    let next_event_id = item.history.last().map_or(0, |r| r.event_id) + 1;
+    let next_event_id = item.history.last().map_or(0, |r| r.event_id).saturating_add(1);
     fail_without_engine(item, item.instance.current_execution_id, next_event_id, error)
 }
 
@@ -343,7 +343,7 @@ fn fail_without_engine(
                     initial_custom_status: None,
                 },
             });
-            event_id += 1;
+            event_id = event_id.saturating_add(1);
         }
     } else if let Some(Ok(Event {
         kind: EventKind::OrchestrationStarted { parent: p, .. },
