@@ -4,6 +4,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use deadpool::managed::QueueMode;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
@@ -99,6 +100,9 @@ impl Target {
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         Pool::builder(manager)
             .max_size(max_connections.max(1))
+            // The most recently used connection first: busy connections stay warm (their prepared
+            // statements are reused) and spare ones stay idle instead of being cycled through.
+            .queue_mode(QueueMode::Lifo)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(POOL_WAIT))
             .create_timeout(Some(connect_timeout))

@@ -1,9 +1,11 @@
 //! The pool and the schema together: pooled connections and SQL text rendered for the schema.
 
-use deadpool_postgres::{Object, Pool};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use deadpool_postgres::{GenericClient, Object, Pool, Transaction};
 use duroxide_core::provider::ProviderError;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
+use tokio_postgres::{Row, Statement};
 
 use crate::error::{pool_error, sql_err};
 use crate::schema::Schema;
@@ -76,16 +78,33 @@ pub(crate) struct Db {
     pool: Pool,
     schema: Schema,
     pub(crate) sql: Statements,
+    /// Statements sent to the server (see [`Db::round_trips`]).
+    round_trips: AtomicU64,
 }
 
 impl Db {
     pub(crate) fn new(pool: Pool, schema: Schema) -> Db {
         let sql = Statements::new(&schema);
-        Db { pool, schema, sql }
+        Db {
+            pool,
+            schema,
+            sql,
+            round_trips: AtomicU64::new(0),
+        }
     }
 
     pub(crate) fn schema(&self) -> &Schema {
         &self.schema
+    }
+
+    /// How many round trips this object's pool has made: executed statements, transaction control,
+    /// and statements prepared on a connection for the first time.
+    pub(crate) fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
     }
 
     /// `template` with the schema filled in (for statements off the hot paths).
@@ -98,16 +117,92 @@ impl Db {
         self.pool.get().await.map_err(|err| pool_error(operation, err))
     }
 
-    /// Runs one prepared (and cached) statement and returns its rows.
+    /// The connection's prepared statement for `sql`, preparing it (one round trip) the first time.
+    pub(crate) async fn prepare(
+        &self,
+        client: &Object,
+        operation: &'static str,
+        sql: &str,
+    ) -> Result<Statement, ProviderError> {
+        let cached = client.statement_cache.size();
+        let statement = client.prepare_cached(sql).await.map_err(sql_err(operation))?;
+        if client.statement_cache.size() != cached {
+            self.count();
+        }
+        Ok(statement)
+    }
+
+    /// Starts a transaction on a pooled connection.
+    pub(crate) async fn begin<'a>(
+        &self,
+        client: &'a mut Object,
+        operation: &'static str,
+    ) -> Result<Transaction<'a>, ProviderError> {
+        self.count();
+        client.transaction().await.map_err(sql_err(operation))
+    }
+
+    pub(crate) async fn commit(
+        &self,
+        tx: Transaction<'_>,
+        operation: &'static str,
+    ) -> Result<(), ProviderError> {
+        self.count();
+        tx.commit().await.map_err(sql_err(operation))
+    }
+
+    /// Runs `sql` (prepared and cached per connection) on a connection or in a transaction.
+    pub(crate) async fn query_on<C: GenericClient>(
+        &self,
+        client: &C,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, ProviderError> {
+        let statement = client.prepare_cached(sql).await.map_err(sql_err(operation))?;
+        self.count();
+        client.query(&statement, params).await.map_err(sql_err(operation))
+    }
+
+    /// Like [`query_on`](Self::query_on), for exactly one row.
+    pub(crate) async fn query_one_on<C: GenericClient>(
+        &self,
+        client: &C,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, ProviderError> {
+        let statement = client.prepare_cached(sql).await.map_err(sql_err(operation))?;
+        self.count();
+        client
+            .query_one(&statement, params)
+            .await
+            .map_err(sql_err(operation))
+    }
+
+    /// Runs one statement and returns its rows, mapping errors with `on_error`.
+    pub(crate) async fn query_mapped(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        on_error: impl FnOnce(tokio_postgres::Error) -> ProviderError,
+    ) -> Result<Vec<Row>, ProviderError> {
+        let client = self.client(operation).await?;
+        let statement = self.prepare(&client, operation, sql).await?;
+        self.count();
+        client.query(&statement, params).await.map_err(on_error)
+    }
+
+    /// Runs one statement and returns its rows.
     pub(crate) async fn query(
         &self,
         operation: &'static str,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, ProviderError> {
-        let client = self.client(operation).await?;
-        let statement = client.prepare_cached(sql).await.map_err(sql_err(operation))?;
-        client.query(&statement, params).await.map_err(sql_err(operation))
+        self.query_mapped(operation, sql, params, sql_err(operation))
+            .await
     }
 
     /// Runs one statement that returns exactly one row.
@@ -117,12 +212,14 @@ impl Db {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, ProviderError> {
-        let client = self.client(operation).await?;
-        let statement = client.prepare_cached(sql).await.map_err(sql_err(operation))?;
-        client
-            .query_one(&statement, params)
-            .await
-            .map_err(sql_err(operation))
+        let mut rows = self.query(operation, sql, params).await?;
+        match (rows.pop(), rows.is_empty()) {
+            (Some(row), true) => Ok(row),
+            _ => Err(ProviderError::permanent(
+                operation,
+                "the statement did not return exactly one row",
+            )),
+        }
     }
 
     /// Runs one statement that returns at most one row.
@@ -132,12 +229,14 @@ impl Db {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, ProviderError> {
-        let client = self.client(operation).await?;
-        let statement = client.prepare_cached(sql).await.map_err(sql_err(operation))?;
-        client
-            .query_opt(&statement, params)
-            .await
-            .map_err(sql_err(operation))
+        let mut rows = self.query(operation, sql, params).await?;
+        if rows.len() > 1 {
+            return Err(ProviderError::permanent(
+                operation,
+                "the statement returned more than one row",
+            ));
+        }
+        Ok(rows.pop())
     }
 
     /// Runs one statement and returns how many rows it changed.
@@ -148,7 +247,8 @@ impl Db {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, ProviderError> {
         let client = self.client(operation).await?;
-        let statement = client.prepare_cached(sql).await.map_err(sql_err(operation))?;
+        let statement = self.prepare(&client, operation, sql).await?;
+        self.count();
         client
             .execute(&statement, params)
             .await

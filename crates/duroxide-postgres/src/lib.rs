@@ -61,5 +61,5 @@ mod worker_queue;
 
 pub use error::ConnectError;
 pub use migrations::LATEST_VERSION as SCHEMA_VERSION;
-pub use provider::{PostgresOptions, PostgresProvider};
+pub use provider::{PostgresOptions, PostgresProvider, ProviderStats};
 pub use schema::DEFAULT_SCHEMA;

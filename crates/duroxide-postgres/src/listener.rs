@@ -17,7 +17,7 @@
 //! reconnects with backoff; meanwhile fetches fall back to looking at every wake-up.
 
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +42,8 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 struct Outbox {
     pending: AtomicU8,
     ready: Notify,
+    /// NOTIFY statements sent so far.
+    sent: AtomicU64,
 }
 
 /// The listener of one provider object; dropping it stops its task and closes its connection.
@@ -89,6 +91,11 @@ impl Listener {
         };
         self.outbox.pending.fetch_or(bit, Ordering::SeqCst);
         self.outbox.ready.notify_one();
+    }
+
+    /// How many NOTIFY statements this listener has sent.
+    pub(crate) fn notifications_sent(&self) -> u64 {
+        self.outbox.sent.load(Ordering::Relaxed)
     }
 }
 
@@ -213,6 +220,7 @@ async fn serve(
                 .execute(&send, &[&channel, &payloads])
                 .await
                 .map_err(|e| describe(&e))?;
+            outbox.sent.fetch_add(1, Ordering::Relaxed);
         }
     };
     tokio::select! {

@@ -1,12 +1,11 @@
 //! Management reads: listing instances and executions, instance trees, metrics, queue depths, stats.
 
+use deadpool_postgres::GenericClient;
 use duroxide_core::provider::{
     ExecutionInfo, InstanceStats, InstanceStatus, ProviderError, QueueDepths, SystemMetrics,
 };
-use tokio_postgres::GenericClient;
 
 use crate::db::Db;
-use crate::error::sql_err;
 use crate::rows::{self, get, opt_u64, to_u64};
 
 pub(crate) async fn list_instances(
@@ -87,14 +86,8 @@ pub(crate) async fn instance_tree<C: GenericClient>(
     operation: &'static str,
     instance_id: &str,
 ) -> Result<Vec<String>, ProviderError> {
-    let statement = client
-        .prepare(&db.render(INSTANCE_TREE))
-        .await
-        .map_err(sql_err(operation))?;
-    client
-        .query(&statement, &[&instance_id])
-        .await
-        .map_err(sql_err(operation))?
+    db.query_on(client, operation, &db.render(INSTANCE_TREE), &[&instance_id])
+        .await?
         .iter()
         .map(|row| get(operation, row, 0))
         .collect()
@@ -103,7 +96,7 @@ pub(crate) async fn instance_tree<C: GenericClient>(
 pub(crate) async fn get_instance_tree(db: &Db, instance_id: &str) -> Result<Vec<String>, ProviderError> {
     const OP: &str = "get_instance_tree";
     let client = db.client(OP).await?;
-    instance_tree(db, &**client, OP, instance_id).await
+    instance_tree(db, &client, OP, instance_id).await
 }
 
 pub(crate) async fn system_metrics(db: &Db) -> Result<SystemMetrics, ProviderError> {

@@ -55,6 +55,19 @@ impl PostgresOptions {
     }
 }
 
+/// Counters of one provider object, for diagnostics and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProviderStats {
+    /// Round trips through the pool: statements executed, transaction control, and statements
+    /// prepared on a connection for the first time.
+    pub round_trips: u64,
+    /// NOTIFY statements sent on the listener connection (coalesced announcements to other processes).
+    pub notifications_sent: u64,
+    /// Whether the listener connection is up (other processes' writes are heard at once).
+    pub listening: bool,
+}
+
 /// A duroxide [`Provider`] on PostgreSQL. Cheap to clone: clones share one pool, one listener
 /// connection and one set of wake-ups.
 ///
@@ -123,6 +136,15 @@ impl PostgresProvider {
     /// The schema this provider uses.
     pub fn schema(&self) -> &str {
         self.inner.db.schema().name()
+    }
+
+    /// Counters of this object (shared by its clones).
+    pub fn stats(&self) -> ProviderStats {
+        ProviderStats {
+            round_trips: self.inner.db.round_trips(),
+            notifications_sent: self.inner.listener.notifications_sent(),
+            listening: self.inner.wakeups.is_listening(),
+        }
     }
 
     fn db(&self) -> &Db {

@@ -1,12 +1,11 @@
 //! Removing data: deleting instance trees (one or in bulk) and pruning old executions.
 
+use deadpool_postgres::GenericClient;
 use duroxide_core::provider::{
     DeleteResult, InstanceFilter, ProviderError, ProviderErrorKind, PruneOptions, PruneResult,
 };
-use tokio_postgres::GenericClient;
 
 use crate::db::Db;
-use crate::error::sql_err;
 use crate::management::instance_tree;
 use crate::rows::{self, get, to_u64};
 
@@ -30,20 +29,15 @@ const LOCK_TREE: &str = "
     SELECT instance_id, status FROM __schema__.instances WHERE instance_id = ANY ($1)
     ORDER BY instance_id FOR UPDATE";
 
-async fn delete_tree<C: GenericClient + Sync>(
+async fn delete_tree<C: GenericClient>(
     db: &Db,
     client: &C,
     operation: &'static str,
     tree: &[String],
 ) -> Result<DeleteResult, ProviderError> {
-    let statement = client
-        .prepare(&db.render(DELETE_TREE))
-        .await
-        .map_err(sql_err(operation))?;
-    let row = client
-        .query_one(&statement, &[&tree])
-        .await
-        .map_err(sql_err(operation))?;
+    let row = db
+        .query_one_on(client, operation, &db.render(DELETE_TREE), &[&tree])
+        .await?;
     let count =
         |idx: usize| -> Result<u64, ProviderError> { to_u64(operation, "count", get(operation, &row, idx)?) };
     Ok(DeleteResult {
@@ -55,7 +49,7 @@ async fn delete_tree<C: GenericClient + Sync>(
 }
 
 /// Locks the tree's rows and, without `force`, refuses (naming who) if any instance is running.
-async fn lock_tree<C: GenericClient + Sync>(
+async fn lock_tree<C: GenericClient>(
     db: &Db,
     client: &C,
     operation: &'static str,
@@ -63,14 +57,9 @@ async fn lock_tree<C: GenericClient + Sync>(
     tree: &[String],
     force: bool,
 ) -> Result<(), ProviderError> {
-    let statement = client
-        .prepare(&db.render(LOCK_TREE))
-        .await
-        .map_err(sql_err(operation))?;
-    let rows = client
-        .query(&statement, &[&tree])
-        .await
-        .map_err(sql_err(operation))?;
+    let rows = db
+        .query_on(client, operation, &db.render(LOCK_TREE), &[&tree])
+        .await?;
     if force {
         return Ok(());
     }
@@ -101,17 +90,17 @@ pub(crate) async fn delete_instance(
 ) -> Result<DeleteResult, ProviderError> {
     const OP: &str = "delete_instance";
     let mut client = db.client(OP).await?;
-    let tx = client.transaction().await.map_err(sql_err(OP))?;
-    let tree = instance_tree(db, &*tx, OP, instance_id).await?;
+    let tx = db.begin(&mut client, OP).await?;
+    let tree = instance_tree(db, &tx, OP, instance_id).await?;
     if tree.is_empty() {
         return Err(ProviderError::not_found(
             OP,
             format!("instance {instance_id:?} does not exist"),
         ));
     }
-    lock_tree(db, &*tx, OP, instance_id, &tree, force).await?;
-    let result = delete_tree(db, &*tx, OP, &tree).await?;
-    tx.commit().await.map_err(sql_err(OP))?;
+    lock_tree(db, &tx, OP, instance_id, &tree, force).await?;
+    let result = delete_tree(db, &tx, OP, &tree).await?;
+    db.commit(tx, OP).await?;
     Ok(result)
 }
 
@@ -139,7 +128,7 @@ fn check_prune_options(operation: &'static str, options: &PruneOptions) -> Resul
 
 /// Instances selected by `filter` (by id list and/or `updated_at_ms` before a time), oldest first, at
 /// most `limit`; with `terminal_roots_only`, only terminal instances without a parent.
-async fn select_instances<C: GenericClient + Sync>(
+async fn select_instances<C: GenericClient>(
     db: &Db,
     client: &C,
     operation: &'static str,
@@ -156,17 +145,16 @@ async fn select_instances<C: GenericClient + Sync>(
     );
     let before = filter.completed_before_ms.map(rows::time_to_i64);
     let limit = filter.limit.map(i64::from);
-    let statement = client.prepare(&sql).await.map_err(sql_err(operation))?;
-    client
-        .query(
-            &statement,
-            &[&filter.instance_ids, &before, &terminal_roots_only, &limit],
-        )
-        .await
-        .map_err(sql_err(operation))?
-        .iter()
-        .map(|row| get(operation, row, 0))
-        .collect()
+    db.query_on(
+        client,
+        operation,
+        &sql,
+        &[&filter.instance_ids, &before, &terminal_roots_only, &limit],
+    )
+    .await?
+    .iter()
+    .map(|row| get(operation, row, 0))
+    .collect()
 }
 
 /// `Provider::delete_instances_bulk`: terminal roots matching the filter, each with its whole tree.
@@ -177,19 +165,19 @@ pub(crate) async fn delete_instances_bulk(
     const OP: &str = "delete_instances_bulk";
     check_filter(OP, filter)?;
     let mut client = db.client(OP).await?;
-    let tx = client.transaction().await.map_err(sql_err(OP))?;
+    let tx = db.begin(&mut client, OP).await?;
     let mut total = DeleteResult::default();
-    for root in select_instances(db, &*tx, OP, filter, true).await? {
-        let tree = instance_tree(db, &*tx, OP, &root).await?;
+    for root in select_instances(db, &tx, OP, filter, true).await? {
+        let tree = instance_tree(db, &tx, OP, &root).await?;
         // The root is terminal; its whole tree goes with it, as `delete_instance` with force would.
-        lock_tree(db, &*tx, OP, &root, &tree, true).await?;
-        let deleted = delete_tree(db, &*tx, OP, &tree).await?;
+        lock_tree(db, &tx, OP, &root, &tree, true).await?;
+        let deleted = delete_tree(db, &tx, OP, &tree).await?;
         total.instances_deleted += deleted.instances_deleted;
         total.executions_deleted += deleted.executions_deleted;
         total.events_deleted += deleted.events_deleted;
         total.queue_messages_deleted += deleted.queue_messages_deleted;
     }
-    tx.commit().await.map_err(sql_err(OP))?;
+    db.commit(tx, OP).await?;
     Ok(total)
 }
 
@@ -212,7 +200,7 @@ const PRUNE_ONE: &str = "
                WHERE e.instance_id = $1 AND e.execution_id = d.execution_id RETURNING 1)
     SELECT EXISTS (SELECT 1 FROM inst), (SELECT count(*) FROM e), (SELECT count(*) FROM h)";
 
-async fn prune_one<C: GenericClient + Sync>(
+async fn prune_one<C: GenericClient>(
     db: &Db,
     client: &C,
     operation: &'static str,
@@ -221,14 +209,14 @@ async fn prune_one<C: GenericClient + Sync>(
 ) -> Result<Option<PruneResult>, ProviderError> {
     let keep_last = options.keep_last.map(i64::from);
     let before = options.completed_before_ms.map(rows::time_to_i64);
-    let statement = client
-        .prepare(&db.render(PRUNE_ONE))
-        .await
-        .map_err(sql_err(operation))?;
-    let row = client
-        .query_one(&statement, &[&instance_id, &keep_last, &before])
-        .await
-        .map_err(sql_err(operation))?;
+    let row = db
+        .query_one_on(
+            client,
+            operation,
+            &db.render(PRUNE_ONE),
+            &[&instance_id, &keep_last, &before],
+        )
+        .await?;
     if !get::<bool>(operation, &row, 0)? {
         return Ok(None);
     }
@@ -248,7 +236,7 @@ pub(crate) async fn prune_executions(
     const OP: &str = "prune_executions";
     check_prune_options(OP, options)?;
     let client = db.client(OP).await?;
-    prune_one(db, &**client, OP, instance_id, options)
+    prune_one(db, &client, OP, instance_id, options)
         .await?
         .ok_or_else(|| ProviderError::not_found(OP, format!("instance {instance_id:?} does not exist")))
 }
@@ -264,15 +252,15 @@ pub(crate) async fn prune_executions_bulk(
     check_filter(OP, filter)?;
     check_prune_options(OP, options)?;
     let mut client = db.client(OP).await?;
-    let tx = client.transaction().await.map_err(sql_err(OP))?;
+    let tx = db.begin(&mut client, OP).await?;
     let mut total = PruneResult::default();
-    for id in select_instances(db, &*tx, OP, filter, false).await? {
-        if let Some(one) = prune_one(db, &*tx, OP, &id, options).await? {
+    for id in select_instances(db, &tx, OP, filter, false).await? {
+        if let Some(one) = prune_one(db, &tx, OP, &id, options).await? {
             total.instances_processed += one.instances_processed;
             total.executions_deleted += one.executions_deleted;
             total.events_deleted += one.events_deleted;
         }
     }
-    tx.commit().await.map_err(sql_err(OP))?;
+    db.commit(tx, OP).await?;
     Ok(total)
 }

@@ -238,15 +238,13 @@ pub(crate) async fn ack(db: &Db, token: &str, ack: &TurnAck) -> Result<AckEffect
         &cancel_events,
     ];
 
-    let client = db.client(OP).await?;
-    let statement = client
-        .prepare_cached(&db.sql.ack_orchestration_item)
-        .await
-        .map_err(|e| db_error(OP, e))?;
-    let row = client
-        .query_one(&statement, &params)
-        .await
-        .map_err(|err| refused_ack(err, instance_id, ack.execution_id))?;
+    let row = db
+        .query_mapped(OP, &db.sql.ack_orchestration_item, &params, |err| {
+            refused_ack(err, instance_id, ack.execution_id)
+        })
+        .await?
+        .pop()
+        .ok_or_else(|| ProviderError::permanent(OP, "the ack function returned no row"))?;
     match get::<i32>(OP, &row, 0)? {
         0 => Ok(AckEffects {
             orchestrator_work: get(OP, &row, 2)?,

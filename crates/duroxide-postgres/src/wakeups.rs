@@ -51,6 +51,8 @@ struct KnownEmpty {
     generation: u64,
     due: Option<Instant>,
     looked_at: Instant,
+    /// A fetch is looking again because this ran out by itself; the others wait for its answer.
+    refreshing: bool,
 }
 
 impl KnownEmpty {
@@ -59,6 +61,17 @@ impl KnownEmpty {
         let recheck = self.looked_at + RECHECK;
         self.due.map_or(recheck, |due| due.min(recheck))
     }
+}
+
+/// What a fetch should do next about one request key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// The queue is known empty until then: wait without a query.
+    Trust(Instant),
+    /// Look. `refresh`: this fetch took the job of renewing knowledge that ran out by itself.
+    Look { refresh: bool },
+    /// Another fetch is renewing the knowledge; wait for its answer.
+    AwaitRefresh,
 }
 
 #[derive(Debug, Default)]
@@ -75,19 +88,58 @@ impl Signal {
         self.notify.notify_waiters();
     }
 
-    fn known_until(&self, key: &str, generation: u64, now: Instant) -> Option<Instant> {
-        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = known.get(key)?;
-        let expires = entry.expires();
-        (entry.generation == generation && now < expires).then_some(expires)
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, KnownEmpty>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// After an announcement every waiting fetch looks (work arrived: several may find some). When
+    /// knowledge merely ran out (the recheck interval, a due time), one fetch looks for all: an idle
+    /// provider then makes one query per interval however many fetches wait.
+    fn next(&self, key: &str, generation: u64, now: Instant) -> Next {
+        let mut known = self.known();
+        let Some(entry) = known.get_mut(key) else {
+            return Next::Look { refresh: false };
+        };
+        if entry.generation != generation {
+            return Next::Look { refresh: false };
+        }
+        if now < entry.expires() {
+            return Next::Trust(entry.expires());
+        }
+        if entry.refreshing {
+            return Next::AwaitRefresh;
+        }
+        entry.refreshing = true;
+        Next::Look { refresh: true }
     }
 
     fn remember(&self, key: &str, entry: KnownEmpty) {
-        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let mut known = self.known();
         if known.len() >= MAX_KNOWN && !known.contains_key(key) {
             known.clear();
         }
         known.insert(key.to_owned(), entry);
+    }
+
+    /// The refreshing fetch is done (found work, failed, or was dropped): let the others decide again.
+    fn end_refresh(&self, key: &str) {
+        if let Some(entry) = self.known().get_mut(key) {
+            entry.refreshing = false;
+        }
+        self.notify.notify_waiters();
+    }
+}
+
+/// Ends a refresh however the refreshing fetch ends, including when its future is dropped mid-look
+/// (a runtime shutting down), so the other fetches never wait for an answer that will not come.
+struct RefreshGuard<'a> {
+    signal: &'a Signal,
+    key: &'a str,
+}
+
+impl Drop for RefreshGuard<'_> {
+    fn drop(&mut self) {
+        self.signal.end_refresh(self.key);
     }
 }
 
@@ -160,32 +212,40 @@ impl Wakeups {
             notified.as_mut().enable();
 
             let generation = signal.generation.load(Ordering::SeqCst);
-            let now = Instant::now();
-            let trusted = (self.is_listening() && !(first && poll_timeout.is_zero()))
-                .then(|| signal.known_until(key, generation, now))
-                .flatten();
+            let next = if self.is_listening() && !(first && poll_timeout.is_zero()) {
+                signal.next(key, generation, Instant::now())
+            } else {
+                Next::Look { refresh: false }
+            };
             first = false;
-            let wake_at = match trusted {
-                Some(until) => until,
-                None => match look().await? {
-                    Polled::Found(found) => return Ok(Some(found)),
-                    Polled::Empty { due } => {
-                        let looked_at = Instant::now();
-                        let known = KnownEmpty {
-                            generation,
-                            // Visibility is compared at millisecond precision, so waking a
-                            // millisecond late guarantees the next look sees the item.
-                            due: due.map(|d| looked_at + d + Duration::from_millis(1)),
-                            looked_at,
-                        };
-                        signal.remember(key, known);
-                        if self.is_listening() {
-                            known.expires()
-                        } else {
-                            known.due.unwrap_or(deadline)
+            let wake_at = match next {
+                Next::Trust(until) => until,
+                // Woken when the refreshing fetch is done.
+                Next::AwaitRefresh => deadline,
+                Next::Look { refresh } => {
+                    // Lazily: building a guard and dropping it would end a refresh at once.
+                    let _guard = refresh.then(|| RefreshGuard { signal, key });
+                    match look().await? {
+                        Polled::Found(found) => return Ok(Some(found)),
+                        Polled::Empty { due } => {
+                            let looked_at = Instant::now();
+                            let known = KnownEmpty {
+                                generation,
+                                // Visibility is compared at millisecond precision, so waking a
+                                // millisecond late guarantees the next look sees the item.
+                                due: due.map(|d| looked_at + d + Duration::from_millis(1)),
+                                looked_at,
+                                refreshing: false,
+                            };
+                            signal.remember(key, known);
+                            if self.is_listening() {
+                                known.expires()
+                            } else {
+                                known.due.unwrap_or(deadline)
+                            }
                         }
                     }
-                },
+                }
             };
             if self.wake_all_generation.load(Ordering::SeqCst) != wake_all_generation {
                 return Ok(None);
@@ -267,23 +327,69 @@ mod tests {
         );
     }
 
+    /// Twelve fetch loops (as a runtime's dispatchers run them) share one look per interval.
     #[tokio::test(start_paused = true)]
     async fn an_idle_provider_looks_once_per_recheck_interval() {
         let wakeups = listening();
         let looks = Arc::new(AtomicUsize::new(0));
-        let started = Instant::now();
-        while started.elapsed() < RECHECK * 5 {
-            let looks = looks.clone();
-            wakeups
-                .long_poll(Queue::Worker, "k", Duration::from_millis(100), || {
-                    looks.fetch_add(1, Ordering::SeqCst);
-                    async { Ok(Polled::<()>::Empty { due: None }) }
+        let loops: Vec<_> = (0..12)
+            .map(|_| {
+                let (wakeups, looks) = (wakeups.clone(), looks.clone());
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    while started.elapsed() < RECHECK * 5 {
+                        let looks = looks.clone();
+                        wakeups
+                            .long_poll(Queue::Worker, "k", Duration::from_millis(100), || {
+                                looks.fetch_add(1, Ordering::SeqCst);
+                                async { Ok(Polled::<()>::Empty { due: None }) }
+                            })
+                            .await
+                            .expect("ok");
+                    }
                 })
-                .await
-                .expect("ok");
+            })
+            .collect();
+        for task in loops {
+            task.await.expect("join");
         }
         let looks = looks.load(Ordering::SeqCst);
-        assert!((5..=7).contains(&looks), "{looks} looks in 5 recheck intervals");
+        // At most one each at the start (they begin together), then one per interval for all.
+        assert!(looks <= 12 + 6, "{looks} looks in 5 recheck intervals");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_dropped_mid_look_lets_another_fetch_look() {
+        let wakeups = listening();
+        // Knowledge that has run out, so the next fetch takes the refresh.
+        let stale = Instant::now();
+        wakeups.orchestrator.remember(
+            "k",
+            KnownEmpty {
+                generation: wakeups.orchestrator.generation.load(Ordering::SeqCst),
+                due: Some(stale),
+                looked_at: stale,
+                refreshing: false,
+            },
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let stuck = tokio::spawn({
+            let wakeups = wakeups.clone();
+            async move {
+                wakeups
+                    .long_poll(Queue::Orchestrator, "k", Duration::from_secs(60), || {
+                        std::future::pending::<Result<Polled<()>, ProviderError>>()
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (looks, other) = idle_poll(&wakeups, Queue::Orchestrator, Duration::from_secs(60), None);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(looks.load(Ordering::SeqCst), 0, "waits for the refreshing fetch");
+        stuck.abort();
+        until_looked(&looks, 1).await;
+        other.abort();
     }
 
     #[tokio::test(start_paused = true)]

@@ -70,6 +70,11 @@ impl Schemas {
         name
     }
 
+    /// Drops `name` too when done (a schema named by the test itself).
+    pub fn adopt(&self, name: String) {
+        self.names.lock().unwrap_or_else(|p| p.into_inner()).push(name);
+    }
+
     /// A provider on a new schema; fails the test with instructions when there is no server.
     pub async fn provider(&self) -> PostgresProvider {
         let schema = self.fresh();
@@ -117,7 +122,9 @@ async fn drop_schemas(mut names: Vec<String>) {
     {
         let now = unix_secs();
         for row in rows {
-            let name: String = row.get(0);
+            let Ok(name) = row.try_get::<_, String>(0) else {
+                continue;
+            };
             let created = name[PREFIX.len()..]
                 .split('_')
                 .next()

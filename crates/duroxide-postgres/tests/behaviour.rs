@@ -1,0 +1,370 @@
+//! PostgreSQL-specific behaviour beyond the conformance suite: idempotent acks, round trips per
+//! operation, the query load of an idle provider, cross-process wake-up latency, claims that move on
+//! to the next candidate, and recovery from lost connections.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duroxide_core::provider::{
+    ActivityRef, HistoryRecord, InstanceCreation, NewMessage, NewWorkItem, OrchestrationItem, Provider,
+    ProviderErrorKind, SessionRouting, TagFilter, TurnAck, WorkerFetch,
+};
+use duroxide_postgres::{PostgresOptions, PostgresProvider};
+use tokio_postgres::NoTls;
+
+mod common;
+
+const LOCK: Duration = Duration::from_secs(30);
+
+fn start(instance: &str) -> NewMessage {
+    NewMessage {
+        instance_id: instance.into(),
+        payload: format!("{{\"start\":\"{instance}\"}}"),
+        visible_at_ms: None,
+        creates: Some(InstanceCreation {
+            name: "Orchestration".into(),
+            version: None,
+            parent_instance_id: None,
+        }),
+    }
+}
+
+fn event(instance: &str) -> NewMessage {
+    NewMessage {
+        instance_id: instance.into(),
+        payload: "{\"event\":1}".into(),
+        visible_at_ms: None,
+        creates: None,
+    }
+}
+
+/// The first turn of `item`: `OrchestrationStarted` plus `extra` events, and the given work.
+fn first_turn(item: &OrchestrationItem, extra: u64, work: Vec<NewWorkItem>) -> TurnAck {
+    let next = item.history.last().map_or(1, |r| r.event_id + 1);
+    TurnAck {
+        execution_id: item.instance.current_execution_id,
+        history: (next..next + 1 + extra)
+            .map(|event_id| HistoryRecord {
+                event_id,
+                kind: "Recorded".into(),
+                payload: format!("{{\"n\":{event_id}}}"),
+            })
+            .collect(),
+        name: Some("Orchestration".into()),
+        version: Some("1.0.0".into()),
+        worker_items: work,
+        ..TurnAck::default()
+    }
+}
+
+fn work_item(instance: &str, event_id: u64) -> NewWorkItem {
+    NewWorkItem {
+        activity: ActivityRef {
+            instance_id: instance.into(),
+            execution_id: 1,
+            event_id,
+        },
+        payload: format!("{{\"activity\":{event_id}}}"),
+        session_id: None,
+        tag: None,
+    }
+}
+
+fn worker() -> WorkerFetch {
+    WorkerFetch {
+        lock_timeout: LOCK,
+        tag_filter: TagFilter::DefaultOnly,
+        session: None,
+    }
+}
+
+async fn fetch(p: &PostgresProvider) -> OrchestrationItem {
+    p.fetch_orchestration_item(LOCK, Duration::from_secs(5))
+        .await
+        .expect("fetch")
+        .expect("an instance with work")
+}
+
+#[tokio::test]
+async fn an_ack_repeated_after_a_lost_reply_succeeds_once() {
+    let schemas = common::Schemas::default();
+    let p = schemas.provider().await;
+    p.create_instance(start("i1")).await.expect("create");
+    let item = fetch(&p).await;
+    let ack = first_turn(&item, 2, vec![work_item("i1", 2)]);
+    p.ack_orchestration_item(&item.lock_token, ack.clone())
+        .await
+        .expect("first ack");
+    // The runtime retries an ack whose reply it never saw; the repeat must not look like a failure.
+    p.ack_orchestration_item(&item.lock_token, ack.clone())
+        .await
+        .expect("the same ack again is recognised as done");
+    assert_eq!(
+        p.read_history("i1", 1).await.expect("history").len(),
+        3,
+        "applied once"
+    );
+    assert_eq!(
+        p.get_queue_depths().await.expect("depths").worker_queue,
+        1,
+        "work enqueued once"
+    );
+    // A different ack with the spent token is still refused.
+    let mut other = ack;
+    other.history.truncate(1);
+    other.history[0].event_id = 10;
+    let refused = p.ack_orchestration_item(&item.lock_token, other).await;
+    assert_eq!(refused.map_err(|e| e.kind), Err(ProviderErrorKind::LockLost));
+}
+
+#[tokio::test]
+async fn fetches_and_acks_are_one_round_trip_each() {
+    let schemas = common::Schemas::default();
+    let schema = schemas.fresh();
+    // One connection, so that after a warm-up every statement is prepared on it already.
+    let options = PostgresOptions::default()
+        .with_schema(schema)
+        .with_max_connections(1);
+    let p = match PostgresProvider::connect_with(&common::url(), options).await {
+        Ok(p) => p,
+        Err(err) => common::no_server(&err),
+    };
+    let mut trips = Vec::new();
+    for round in 0..2 {
+        let id = format!("i{round}");
+        let before = p.stats().round_trips;
+        p.create_instance(start(&id)).await.expect("create");
+        let created = p.stats().round_trips;
+        let item = fetch(&p).await;
+        let fetched = p.stats().round_trips;
+        p.ack_orchestration_item(&item.lock_token, first_turn(&item, 3, vec![work_item(&id, 2)]))
+            .await
+            .expect("ack");
+        let acked = p.stats().round_trips;
+        let lease = p
+            .fetch_work_item(&worker(), Duration::from_secs(5))
+            .await
+            .expect("fetch work")
+            .expect("the item");
+        let work_fetched = p.stats().round_trips;
+        p.ack_work_item(&lease.lock_token, Some(event(&id)))
+            .await
+            .expect("ack work");
+        let work_acked = p.stats().round_trips;
+        trips = vec![
+            created - before,
+            fetched - created,
+            acked - fetched,
+            work_fetched - acked,
+            work_acked - work_fetched,
+        ];
+        if round == 0 {
+            continue; // the warm-up prepared the statements
+        }
+    }
+    assert_eq!(
+        trips,
+        vec![1, 1, 1, 1, 1],
+        "round trips of create, fetch, ack, work fetch, work ack"
+    );
+}
+
+/// Four orchestration and eight activity dispatchers with a 100 ms poll interval, like a default
+/// runtime, against an empty store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_provider_issues_about_one_query_per_second() {
+    let schemas = common::Schemas::default();
+    let p = Arc::new(schemas.provider().await);
+    let mut tasks = Vec::new();
+    let poll = Duration::from_millis(100);
+    for _ in 0..4 {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                assert!(p
+                    .fetch_orchestration_item(LOCK, poll)
+                    .await
+                    .expect("fetch")
+                    .is_none());
+            }
+        }));
+    }
+    for _ in 0..8 {
+        let p = p.clone();
+        let request = WorkerFetch {
+            lock_timeout: LOCK,
+            tag_filter: TagFilter::DefaultOnly,
+            session: Some(SessionRouting {
+                owner_id: "node-1".into(),
+                lease: Duration::from_secs(30),
+                may_claim_new: true,
+            }),
+        };
+        tasks.push(tokio::spawn(async move {
+            loop {
+                assert!(p.fetch_work_item(&request, poll).await.expect("fetch").is_none());
+            }
+        }));
+    }
+    // Past the first looks (one per dispatcher at most) and the first recheck, which may still
+    // prepare statements on pooled connections that have not run them yet.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let before = p.stats().round_trips;
+    let window = Duration::from_secs(6);
+    tokio::time::sleep(window).await;
+    let queries = p.stats().round_trips - before;
+    for task in &tasks {
+        task.abort();
+    }
+    let per_second = queries as f64 / window.as_secs_f64();
+    eprintln!("idle provider: {queries} queries in {window:?} ({per_second:.2}/s) with 12 dispatchers polling every {poll:?}");
+    assert!(per_second <= 1.5, "{per_second:.2} queries/s while idle");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_starts_new_work_within_milliseconds() {
+    let schemas = common::Schemas::default();
+    let schema = schemas.fresh();
+    let client_side = common::connect(&schema).await;
+    let runtime_side = Arc::new(common::connect(&schema).await);
+    let mut latencies = Vec::new();
+    for n in 0..20 {
+        let waiting = {
+            let p = runtime_side.clone();
+            tokio::spawn(async move {
+                let item = p
+                    .fetch_orchestration_item(LOCK, Duration::from_secs(10))
+                    .await
+                    .expect("fetch");
+                (item, Instant::now())
+            })
+        };
+        // Let the fetch start waiting (an idle fetch issues no queries, so this costs nothing).
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let created_at = Instant::now();
+        client_side
+            .create_instance(start(&format!("i{n}")))
+            .await
+            .expect("create");
+        let (item, fetched_at) = waiting.await.expect("join");
+        let item = item.expect("woken by the other object's write");
+        latencies.push(fetched_at - created_at);
+        runtime_side
+            .ack_orchestration_item(&item.lock_token, first_turn(&item, 0, vec![]))
+            .await
+            .expect("ack");
+    }
+    latencies.sort();
+    let p50 = latencies[latencies.len() / 2];
+    let max = latencies[latencies.len() - 1];
+    eprintln!("cross-object wake-up: p50 {p50:?}, max {max:?}");
+    assert!(p50 < Duration::from_millis(50), "p50 {p50:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_move_on_to_the_next_free_instance() {
+    let schemas = common::Schemas::default();
+    let p = Arc::new(schemas.provider().await);
+    for n in 0..20 {
+        p.create_instance(start(&format!("i{n}"))).await.expect("create");
+    }
+    // Ten fetches at once that do not wait: while free instances remain, none may come back empty.
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move { p.fetch_orchestration_item(LOCK, Duration::ZERO).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for task in tasks {
+        let item = task.await.expect("join").expect("fetch");
+        ids.push(item.expect("work was available for every fetch").instance_id);
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 10, "ten distinct instances");
+}
+
+/// `url` with `application_name` set, so the test can find the provider's connections.
+fn url_named(name: &str) -> String {
+    let url = common::url();
+    if url.contains("://") {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}application_name={name}")
+    } else {
+        format!("{url} application_name={name}")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_connections_are_retryable_and_heal() {
+    let schemas = common::Schemas::default();
+    let schema = schemas.fresh();
+    let name = schema.replace("dxtest_", "dxapp_");
+    let p = Arc::new(
+        PostgresProvider::connect_with_schema(&url_named(&name), &schema)
+            .await
+            .unwrap_or_else(|err| common::no_server(&err)),
+    );
+    let other = common::connect(&schema).await;
+    p.create_instance(start("before")).await.expect("create");
+    let item = fetch(&p).await;
+    p.ack_orchestration_item(&item.lock_token, first_turn(&item, 0, vec![]))
+        .await
+        .expect("ack");
+
+    // Cut every connection of the provider, the listener's included, as a server restart would.
+    let (admin, connection) = tokio_postgres::connect(&common::url(), NoTls)
+        .await
+        .expect("admin");
+    tokio::spawn(connection);
+    let cut = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&name],
+        )
+        .await
+        .expect("terminate");
+    assert!(
+        cut.len() >= 2,
+        "the pool's and the listener's connections were cut"
+    );
+
+    // Calls fail as retryable (never permanent) until the pool has replaced its connections.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match p.get_system_metrics().await {
+            Ok(_) => break,
+            Err(err) => {
+                assert_eq!(err.kind, ProviderErrorKind::Retryable, "{err}");
+                assert!(Instant::now() < deadline, "the provider did not recover: {err}");
+            }
+        }
+    }
+    // The listener reconnects, and work from another object wakes a waiting fetch again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !p.stats().listening {
+        assert!(Instant::now() < deadline, "the listener did not reconnect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waiting = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            let item = p.fetch_orchestration_item(LOCK, Duration::from_secs(10)).await;
+            (item, Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let created_at = Instant::now();
+    other.create_instance(start("after")).await.expect("create");
+    let (item, fetched_at) = waiting.await.expect("join");
+    let item = item
+        .expect("fetch after the cut")
+        .expect("woken by the other object");
+    assert_eq!(item.instance_id, "after");
+    assert!(
+        fetched_at - created_at < Duration::from_secs(1),
+        "woken after {:?}",
+        fetched_at - created_at
+    );
+}
