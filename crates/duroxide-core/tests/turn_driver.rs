@@ -44,7 +44,8 @@ fn corrupt_stored_message_backs_off_then_fails_as_poison_without_blocking_others
 
 #[test]
 fn corrupt_history_row_fails_the_instance_as_poison() {
-    let mut host = common::host(registry());
+    // Without the cache: a cached engine already holds this history and would not read it again.
+    let mut host = common::host(registry()).without_cache();
     host.max_attempts = 2;
     host.start("i", "Echo", "x");
     host.turn("i");
@@ -61,7 +62,7 @@ fn corrupt_history_row_fails_the_instance_as_poison() {
 
 #[test]
 fn unknown_event_kind_from_a_newer_version_is_reported() {
-    let mut host = common::host(registry());
+    let mut host = common::host(registry()).without_cache();
     host.max_attempts = 1;
     host.start("i", "Echo", "x");
     host.turn("i");
@@ -220,4 +221,28 @@ fn a_batch_without_the_next_executions_start_is_handed_back_not_dropped() {
         TurnDecision::Abandon { reason, .. } => assert!(reason.contains("no start message"), "{reason}"),
         other => panic!("the event must not be consumed: {other:?}"),
     }
+}
+
+#[test]
+fn a_cached_engine_is_reused_after_turns_that_schedule_work() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    let invocations = Arc::new(AtomicU32::new(0));
+    let counter = invocations.clone();
+    let mut r = OrchestrationRegistry::new();
+    r.register("Steps", move |ctx: OrchestrationContext, _input: String| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            for i in 0..5 {
+                ctx.schedule_activity("Echo", i.to_string()).await?;
+            }
+            Ok("done".to_string())
+        }
+    })
+    .unwrap();
+    let mut host = common::host(r);
+    host.start("s", "Steps", "");
+    assert_eq!(host.run_to_completion("s").status, InstanceStatus::Completed);
+    // One invocation for the whole run: every later turn resumed the cached engine.
+    assert_eq!(invocations.load(Ordering::SeqCst), 1);
 }

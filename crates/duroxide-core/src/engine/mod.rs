@@ -731,7 +731,11 @@ impl ReplayEngine {
     }
 
     fn take_output(&mut self) -> TurnOutput {
-        let mut st = self.lock();
+        let state = self.state.clone();
+        let mut st = lock(&state);
+        // Commands recorded by the code are history too: the engine has seen everything up to here,
+        // which is what lets the instance cache recognise it next turn.
+        self.history_len = st.next_event_id - 1;
         let custom_status = if std::mem::take(&mut st.custom_status_changed) {
             Some(st.custom_status.clone())
         } else {
