@@ -17,6 +17,8 @@ const PATIENCE: Duration = Duration::from_secs(90);
 /// What the runs of one test amounted to.
 #[derive(Debug, Default)]
 pub struct Totals {
+    /// The store the runs were on.
+    pub label: &'static str,
     pub seeds: u64,
     pub faults: FaultStats,
     pub handouts: u64,
@@ -90,6 +92,7 @@ pub async fn run_seed(store: Store, seed: u64, scale: Scale, totals: &mut Totals
     for runtime in runtimes {
         runtime.shutdown(Duration::from_secs(5)).await;
     }
+    totals.label = label;
     totals.seeds += 1;
     totals.faults = std::mem::take(&mut totals.faults).merged(&stats);
     totals.handouts += monitor.handouts();
@@ -119,7 +122,6 @@ pub fn entropy() -> u64 {
 /// fresh random seeds at a larger scale until the time is up. Prints a summary.
 pub async fn run(new_store: fn() -> Store, ci_seeds: &[u64], scale: Scale) {
     let mut totals = Totals::default();
-    let label = new_store().name();
     if let Some(secs) = env_u64("DUROXIDE_SOAK_SECS") {
         let soak = Scale {
             light: 4,
@@ -139,8 +141,14 @@ pub async fn run(new_store: fn() -> Store, ci_seeds: &[u64], scale: Scale) {
         }
     }
     eprintln!(
-        "chaos ({label}) summary: {} seeds, {} instances, {} activities ({} re-ran), {} lock hand-outs checked; \
+        "chaos ({}) summary: {} seeds, {} instances, {} activities ({} re-ran), {} lock hand-outs checked; \
          faults injected and survived: {}",
-        totals.seeds, totals.instances, totals.activities, totals.reruns, totals.handouts, totals.faults
+        totals.label,
+        totals.seeds,
+        totals.instances,
+        totals.activities,
+        totals.reruns,
+        totals.handouts,
+        totals.faults
     );
 }

@@ -300,6 +300,8 @@ impl Drop for WorkerProcess {
 /// What a seed's run did.
 #[derive(Debug, Default)]
 pub struct Kills {
+    /// The store the kills were on.
+    label: &'static str,
     /// Kills at an announced point, per point name.
     at_point: std::collections::BTreeMap<&'static str, u64>,
     /// Kills after a random delay, or at a point the worker did not reach in time.
@@ -404,29 +406,20 @@ pub async fn run_seed(store: Store, seed: u64, kills: usize, scale: Scale, total
         *total.at_point.entry(point).or_insert(0) += n;
     }
     total.random += kills_done.random;
-}
-
-pub fn env_u64(name: &str) -> Option<u64> {
-    let text = std::env::var(name).ok()?;
-    let parsed = match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => text.parse(),
-    };
-    Some(parsed.unwrap_or_else(|e| panic!("{name}={text:?}: {e}")))
+    total.label = label;
 }
 
 /// The whole test: the CI seeds, one seed from `DUROXIDE_CRASH_SEED`, or (with `DUROXIDE_SOAK_SECS`)
 /// random seeds with more kills until the time is up. Prints a summary.
 pub async fn run(new_store: fn() -> Store, ci_seeds: &[u64], scale: Scale) {
-    let label = new_store().name();
     let mut total = Kills::default();
-    if let Some(secs) = env_u64("DUROXIDE_SOAK_SECS") {
+    if let Some(secs) = super::chaos_run::env_u64("DUROXIDE_SOAK_SECS") {
         let deadline = Instant::now() + Duration::from_secs(secs);
         let mut seeds = SplitMix64::new(super::chaos_run::entropy());
         while Instant::now() < deadline {
             run_seed(new_store(), seeds.next_u64(), 16, scale, &mut total).await;
         }
-    } else if let Some(seed) = env_u64("DUROXIDE_CRASH_SEED") {
+    } else if let Some(seed) = super::chaos_run::env_u64("DUROXIDE_CRASH_SEED") {
         run_seed(new_store(), seed, CI_KILLS, scale, &mut total).await;
     } else {
         for &seed in ci_seeds {
@@ -435,7 +428,8 @@ pub async fn run(new_store: fn() -> Store, ci_seeds: &[u64], scale: Scale) {
     }
     let at_points: u64 = total.at_point.values().sum();
     eprintln!(
-        "crash ({label}) summary: {} SIGKILLs survived ({at_points} at chosen points {:?}, {} random)",
+        "crash ({}) summary: {} SIGKILLs survived ({at_points} at chosen points {:?}, {} random)",
+        total.label,
         at_points + total.random,
         total.at_point,
         total.random
