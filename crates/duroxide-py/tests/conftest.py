@@ -47,7 +47,11 @@ def backend(request) -> str:
     if request.param == "pg":
         ok, why = _pg_available()
         if not ok:
-            pytest.skip(why)
+            # Never a silent skip: a machine without PostgreSQL must say so and how to fix it.
+            pytest.fail(
+                f"{why}. Set DUROXIDE_PG_URL to a reachable PostgreSQL server "
+                "(default postgres://postgres@127.0.0.1:5432/postgres) or start one there."
+            )
     return request.param
 
 

@@ -710,11 +710,6 @@ def test_activity_context_attributes(runtime, client):
 # ---- instance cache -----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="duroxide-core: ReplayEngine::history_len is not advanced for the commands a turn records, so "
-    "turn::process_item never reuses a cached engine and every turn replays the generator",
-    strict=False,
-)
 def test_cached_generator_is_resumed_not_replayed(provider, runtimes):
     client = Client(provider)
     entries = []

@@ -1007,11 +1007,11 @@ def _wait_orch(ctx, _):
     return v
 
 
-def test_postgres_provider_connect(backend, runtimes):
-    from conftest import PG_URL, _pg_schemas
+def test_postgres_provider_connect(runtimes):
+    from conftest import PG_URL, _pg_available, _pg_schemas
 
-    if backend != "pg":
-        pytest.skip("PostgreSQL only")
+    ok, why = _pg_available()
+    assert ok, f"{why}. Set DUROXIDE_PG_URL to a reachable PostgreSQL server or start one."
     import uuid
 
     provider = PostgresProvider.connect(PG_URL)
