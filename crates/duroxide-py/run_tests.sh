@@ -5,7 +5,7 @@
 # reinstalls the package (release build, sharing the workspace's cargo target dir), then runs pytest on
 # crates/duroxide-py/tests. Extra arguments go to pytest. PYTHON picks the interpreter for a new
 # virtualenv (default python3, 3.9 or newer); DUROXIDE_PG_URL points the PostgreSQL tests at a server
-# (default postgres://postgres@127.0.0.1:5432/postgres; skipped when none answers).
+# (default postgres://postgres@127.0.0.1:5432/postgres; the PostgreSQL tests fail, saying so, when none answers).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
