@@ -6,7 +6,10 @@
 //!   the migrations; a fetch (lock the next instance, stamp its messages, read history and KV) and a
 //!   turn's whole ack (history, metadata, KV, worker items, messages, cancellations, lock release) are
 //!   each one prepared statement, one transaction. Acks pass their parts as arrays, never as parsed
-//!   payloads: the provider stores what it is given.
+//!   payloads: the provider stores what it is given. Fetches and abandons commit without waiting for
+//!   their WAL flush (`synchronous_commit = off` for that transaction only): a lock or an attempt
+//!   count lost in a server crash is soft state (the holder's ack fails with `LockLost` and the turn is
+//!   redone), while every ack, create and enqueue is durable before it returns.
 //! * **Claims that never wait and never miss.** Candidates are locked with `FOR NO KEY UPDATE SKIP
 //!   LOCKED`, so concurrent fetchers move on to the next free instance or item instead of blocking or
 //!   reporting "no work". Session claims re-check ownership atomically.

@@ -202,6 +202,10 @@ DECLARE
     v_now bigint := __schema__.now_ms();
     v_instance text;
 BEGIN
+    -- A lock and an attempt count are soft state: a commit lost in a server crash only unlocks the
+    -- instance early (its holder's ack then fails with LockLost and the turn is redone). So this
+    -- transaction does not wait for its WAL flush; the turn's ack, which does, flushes it anyway.
+    PERFORM set_config('synchronous_commit', 'off', true);
     o_now_ms := v_now;
     SELECT i.instance_id INTO v_instance
     FROM __schema__.orchestrator_queue AS q
@@ -408,6 +412,8 @@ DECLARE
     v_now bigint := __schema__.now_ms();
     v_visible bigint := v_now + coalesce(p_delay_ms, 0);
 BEGIN
+    -- Soft state: an abandon lost in a server crash leaves a lock that expires by itself.
+    PERFORM set_config('synchronous_commit', 'off', true);
     UPDATE __schema__.instances SET lock_token = NULL,
         locked_until_ms = CASE WHEN p_delay_ms IS NULL THEN NULL ELSE v_visible END
     WHERE instance_id = p_instance AND lock_token = p_secret AND locked_until_ms > v_now;
@@ -440,6 +446,8 @@ DECLARE
     v_taken boolean;
     v_lost_sessions text[] := '{}';
 BEGIN
+    -- Soft state, as in fetch_orchestration_item: a lease lost in a server crash is taken again.
+    PERFORM set_config('synchronous_commit', 'off', true);
     o_now_ms := v_now;
     FOR v_round IN 1..16 LOOP
         v_id := NULL;
