@@ -9,7 +9,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 
-use crate::error::ConnectError;
+use crate::error::{with_causes, ConnectError};
 
 /// Applied when the URL sets no `connect_timeout`: an unreachable host fails in bounded time.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -114,21 +114,6 @@ impl Target {
                 retryable: false,
             })
     }
-}
-
-/// The error's text followed by its causes (the parser puts the specifics in the cause).
-fn with_causes(err: &tokio_postgres::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// `host:port[,host:port]/database`, without credentials.

@@ -177,8 +177,24 @@ pub(crate) fn describe(err: &tokio_postgres::Error) -> String {
             }
             text
         }
-        None => err.to_string(),
+        None => with_causes(err),
     }
+}
+
+/// The error's text followed by the causes it does not already show (tokio-postgres keeps the
+/// specifics, such as "Connection refused", in the cause).
+pub(crate) fn with_causes(err: &tokio_postgres::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The `ProviderError` for a PostgreSQL failure during `operation`.
