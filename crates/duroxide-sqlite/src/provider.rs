@@ -22,9 +22,6 @@ use crate::wakeups::{Queue, Wakeups};
 use crate::writer::{Cost, IdleHook, Writer, WriterConfig};
 use crate::{management, orchestrator_queue, reads, retention, turn_ack, worker_queue};
 
-/// How often the writer's background thread looks for commits made by other processes on the same file.
-const EXTERNAL_CHANGE_CHECK: Duration = Duration::from_millis(100);
-
 /// Rows above which an ack counts as a long operation (run off the async threads); a few hundred
 /// inserts take well under a millisecond.
 const LARGE_ACK_ROWS: usize = 512;
@@ -144,23 +141,20 @@ impl SqliteProvider {
     }
 }
 
-/// Another process committing to the same file cannot notify this one; the writer's thread notices through
-/// `PRAGMA data_version` (which changes only for other connections' commits) and wakes waiting
+/// Another process committing to the same file cannot notify this one; the writer's thread notices
+/// (about every 100 ms) through `PRAGMA data_version` (which changes only for other connections' commits) and wakes waiting
 /// fetches, so they do not sleep through work until their poll timeout.
 fn external_change_watch(wakeups: Arc<Wakeups>) -> IdleHook {
     let mut last_seen: Option<i64> = None;
-    IdleHook {
-        every: EXTERNAL_CHANGE_CHECK,
-        run: Box::new(move |conn: &Connection| {
-            let Ok(version) = conn.query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0)) else {
-                return;
-            };
-            if last_seen.is_some_and(|seen| seen != version) {
-                wakeups.anything_changed();
-            }
-            last_seen = Some(version);
-        }),
-    }
+    Box::new(move |conn: &Connection| {
+        let Ok(version) = conn.query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0)) else {
+            return;
+        };
+        if last_seen.is_some_and(|seen| seen != version) {
+            wakeups.anything_changed();
+        }
+        last_seen = Some(version);
+    })
 }
 
 #[async_trait]

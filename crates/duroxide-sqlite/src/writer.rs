@@ -13,11 +13,16 @@
 //! (group commit). Only one combiner exists at a time, so SQLite sees one writer and the provider's
 //! own load never meets "database is locked"; `busy_timeout` only matters against other processes.
 //!
+//! Fairness: a combiner that has worked for [`INLINE_BUDGET`] while others kept queueing steps down and
+//! wakes one of the waiting callers to take over, so no caller is kept from its own reply by a steady
+//! stream of other work, and the work stays on the async threads (handing it to a thread would bring
+//! back the hand-offs).
+//!
 //! The background thread: long operations (bulk deletes and prunes, large reads) and, with
 //! `Durability::Full`, every operation (each commit waits for an fsync) must not block async threads.
-//! Their callers hand the combiner role to a dedicated thread instead. An async combiner that has
-//! worked for [`INLINE_BUDGET`] also hands over, so no caller is kept from its own reply by a steady
-//! stream of other work. The thread also runs the idle hook (noticing other processes' commits).
+//! Their callers hand the combiner role to a dedicated thread instead. The thread also runs the idle
+//! hook (noticing other processes' commits) and, as a safety net, operations left queued without a
+//! combiner (a step-down whose waiting callers had all given up waiting).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,16 +32,19 @@ use std::time::{Duration, Instant};
 
 use duroxide_core::provider::ProviderError;
 use rusqlite::Connection;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use crate::transaction::{run_batch, Job, TypedJob};
 
 /// Most operations run in one transaction; bounds how long the first of them waits for its reply.
 const MAX_BATCH: usize = 64;
 
-/// How long a caller may combine others' operations on an async thread before the background thread
-/// takes over the rest.
-const INLINE_BUDGET: Duration = Duration::from_millis(2);
+/// How long a caller may combine others' operations before it steps down for a waiting caller.
+const INLINE_BUDGET: Duration = Duration::from_millis(1);
+
+/// How often the background thread looks for queued operations without a combiner (and runs the idle
+/// hook, if any).
+const THREAD_CHECK: Duration = Duration::from_millis(100);
 
 /// How long an operation may hold the connection, and so where it may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,19 +55,9 @@ pub(crate) enum Cost {
     Long,
 }
 
-/// Called on the background thread about every `every` while no transaction runs, with the connection.
-pub(crate) struct IdleHook {
-    pub(crate) every: Duration,
-    pub(crate) run: Box<dyn FnMut(&Connection) + Send>,
-}
-
-impl std::fmt::Debug for IdleHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdleHook")
-            .field("every", &self.every)
-            .finish_non_exhaustive()
-    }
-}
+/// Called on the background thread about every [`THREAD_CHECK`] while no transaction runs, with the
+/// connection.
+pub(crate) type IdleHook = Box<dyn FnMut(&Connection) + Send>;
 
 /// How the writer is set up.
 pub(crate) struct WriterConfig {
@@ -89,6 +87,8 @@ struct Inner {
     state: Mutex<State>,
     /// Wakes the background thread (a hand-over or closing).
     wake: Condvar,
+    /// Signalled when a combiner steps down with operations still queued: one waiting caller takes over.
+    vacancy: Notify,
     /// Only the combiner locks it, so the lock is never contended; it makes sharing the connection
     /// between threads sound.
     conn: Mutex<Connection>,
@@ -115,8 +115,31 @@ impl Inner {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Takes the combiner role if nobody holds it while operations are queued.
+    fn take_over(&self) -> bool {
+        let mut state = self.state();
+        let vacant = !state.busy && !state.queue.is_empty();
+        if vacant {
+            state.busy = true;
+        }
+        vacant
+    }
+
+    /// A step-down's signal can be consumed by a caller whose reply was ready at the same moment; that
+    /// caller signals again if the role is still vacant.
+    fn pass_on_vacancy(&self) {
+        let vacant = {
+            let state = self.state();
+            !state.busy && !state.queue.is_empty()
+        };
+        if vacant {
+            self.vacancy.notify_one();
+        }
+    }
+
     /// Runs queued operations until the queue is empty (then clears `busy`) or, at `Place::Caller`,
-    /// until a long operation is queued or the budget is spent (then hands over to the thread).
+    /// until a long operation is queued (then hands over to the thread) or the budget is spent (then
+    /// steps down for a waiting caller).
     fn combine(&self, place: Place) {
         let started = Instant::now();
         loop {
@@ -126,12 +149,18 @@ impl Inner {
                     state.busy = false;
                     return;
                 }
-                if place == Place::Caller
-                    && (started.elapsed() >= INLINE_BUDGET || state.queue.iter().any(|q| q.long))
-                {
-                    state.thread_turn = true;
-                    self.wake.notify_one();
-                    return;
+                if place == Place::Caller {
+                    if state.queue.iter().any(|q| q.long) {
+                        state.thread_turn = true;
+                        self.wake.notify_one();
+                        return;
+                    }
+                    if started.elapsed() >= INLINE_BUDGET {
+                        state.busy = false;
+                        drop(state);
+                        self.vacancy.notify_one();
+                        return;
+                    }
                 }
                 let n = state.queue.len().min(MAX_BATCH);
                 state.queue.drain(..n).map(|queued| queued.job).collect()
@@ -165,6 +194,7 @@ impl Writer {
         let inner = Arc::new(Inner {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
+            vacancy: Notify::new(),
             conn: Mutex::new(conn),
             commits: config.commits,
             all_long: config.all_long,
@@ -215,7 +245,22 @@ impl Writer {
         if combine_here {
             self.inner.combine(Place::Caller);
         }
-        receiver.await.map_err(|_| stopped(operation))?
+        tokio::pin!(receiver);
+        loop {
+            tokio::select! {
+                // A reply wins over a vacancy, which then passes on to another waiter.
+                biased;
+                reply = &mut receiver => {
+                    self.inner.pass_on_vacancy();
+                    return reply.map_err(|_| stopped(operation))?;
+                }
+                () = self.inner.vacancy.notified() => {
+                    if self.inner.take_over() {
+                        self.inner.combine(Place::Caller);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -253,21 +298,19 @@ fn thread_loop(inner: &Inner, mut idle: Option<IdleHook>) {
         if state.closing {
             return;
         }
-        let Some(hook) = &mut idle else {
-            state = inner.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
-            continue;
-        };
         let (guard, waited) = inner
             .wake
-            .wait_timeout(state, hook.every)
+            .wait_timeout(state, THREAD_CHECK)
             .unwrap_or_else(PoisonError::into_inner);
         state = guard;
         if waited.timed_out() && !state.busy {
             // Holding the combiner role keeps callers off the connection meanwhile; they queue and
-            // are served by the `combine` that follows.
+            // are served by the `combine` that follows (with anything left queued before).
             state.busy = true;
             drop(state);
-            (hook.run)(&inner.conn());
+            if let Some(hook) = &mut idle {
+                hook(&inner.conn());
+            }
             inner.combine(Place::Thread);
             state = inner.state();
         }
@@ -407,6 +450,48 @@ mod tests {
             offloaded, caller,
             "with all_long, short operations go to the thread too"
         );
+    }
+
+    #[test]
+    fn a_combiner_past_its_budget_leaves_the_rest_to_a_waiting_caller() {
+        let writer = writer(false);
+        let (started, has_started) = std::sync::mpsc::channel();
+        let slow = std::thread::spawn({
+            let writer = writer.clone();
+            move || {
+                block_on(writer.run("slow", Cost::Short, move |_| {
+                    started.send(()).expect("signal");
+                    std::thread::sleep(INLINE_BUDGET * 20);
+                    Ok(std::thread::current().id())
+                }))
+            }
+        });
+        has_started.recv().expect("the slow operation runs");
+        // Queued behind the slow operation's transaction, from two other threads.
+        let queued: Vec<_> = (0..2)
+            .map(|_| {
+                let writer = writer.clone();
+                std::thread::spawn(move || {
+                    block_on(writer.run("queued", Cost::Short, |_| Ok(std::thread::current().id())))
+                })
+            })
+            .collect();
+        // Both are queued once the slow operation ends (its combiner then finds them).
+        while writer.inner.state().queue.len() < 2 {
+            std::thread::yield_now();
+        }
+        let slow_thread = slow.join().expect("join").expect("slow");
+        for handle in queued {
+            let ran_on = handle.join().expect("join").expect("queued");
+            assert_ne!(ran_on, slow_thread, "the combiner stepped down after its budget");
+        }
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(future)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
