@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use duroxide_postgres::{ConnectError, PostgresProvider};
+use duroxide_postgres::{ConnectError, PostgresOptions, PostgresProvider};
 
 pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -82,8 +82,15 @@ impl Schemas {
     }
 }
 
+/// Pooled connections per provider in tests: enough for the suite's concurrent fetchers, few enough
+/// that parallel tests stay well within the server's `max_connections` (100 by default).
+pub const TEST_POOL: usize = 8;
+
 pub async fn connect(schema: &str) -> PostgresProvider {
-    match PostgresProvider::connect_with_schema(&url(), schema).await {
+    let options = PostgresOptions::default()
+        .with_schema(schema)
+        .with_max_connections(TEST_POOL);
+    match PostgresProvider::connect_with(&url(), options).await {
         Ok(provider) => provider,
         Err(err) => no_server(&err),
     }
