@@ -9,11 +9,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::sql;
 use crate::lock_token;
-use crate::rows::{instance_from_row, kv_from_row};
+use crate::rows::{instance_from_row, kv_from_row, text_lossy};
 use crate::wakeups::Polled;
 
 /// Locks the instance whose oldest visible message is the oldest of all unlocked instances, in one
-/// statement. The visibility index yields messages oldest first (rowid breaks ties), so the first row
+/// statement. An instance whose status this version does not know (written by a newer one) is left
+/// alone: it waits for the code that understands it, and blocks no one. The visibility index yields messages oldest first (rowid breaks ties), so the first row
 /// whose instance is free is the answer; rows of locked instances are skipped.
 pub(crate) const LOCK_NEXT_INSTANCE: &str = "
     UPDATE instances SET lock_token = ?1, locked_until_ms = ?2
@@ -21,6 +22,7 @@ pub(crate) const LOCK_NEXT_INSTANCE: &str = "
         SELECT q.instance_id FROM orchestrator_queue AS q
         JOIN instances AS i ON i.instance_id = q.instance_id
         WHERE q.visible_at_ms <= ?3 AND (i.locked_until_ms IS NULL OR i.locked_until_ms <= ?3)
+          AND +i.status IN ('Running', 'Completed', 'Failed')
         ORDER BY q.visible_at_ms, q.id
         LIMIT 1)
     RETURNING instance_id, name, version, current_execution_id, status, output,
@@ -37,7 +39,8 @@ pub(crate) const ANOTHER_FETCHABLE: &str = "
     SELECT EXISTS (
         SELECT 1 FROM orchestrator_queue AS q
         JOIN instances AS i ON i.instance_id = q.instance_id
-        WHERE q.visible_at_ms <= ?1 AND (i.locked_until_ms IS NULL OR i.locked_until_ms <= ?1))";
+        WHERE q.visible_at_ms <= ?1 AND (i.locked_until_ms IS NULL OR i.locked_until_ms <= ?1)
+          AND +i.status IN ('Running', 'Completed', 'Failed'))";
 
 pub(crate) const READ_HISTORY: &str = "
     SELECT event_id, kind, payload FROM history
@@ -221,7 +224,7 @@ pub(crate) fn fetch(
         .prepare_cached(CLAIM_MESSAGES)
         .and_then(|mut stmt| {
             stmt.query_map(params![secret, instance.instance_id, now], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                Ok((row.get(0)?, text_lossy(row, 1)?, row.get(2)?))
             })?
             .collect()
         })
@@ -242,8 +245,8 @@ pub(crate) fn fetch(
                 |row| {
                     Ok(HistoryRecord {
                         event_id: row.get(0)?,
-                        kind: row.get(1)?,
-                        payload: row.get(2)?,
+                        kind: text_lossy(row, 1)?,
+                        payload: text_lossy(row, 2)?,
                     })
                 },
             )?

@@ -5,7 +5,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::sql;
 use crate::orchestrator_queue::READ_HISTORY;
-use crate::rows::{instance_from_row, kv_from_row, INSTANCE_COLUMNS};
+use crate::rows::{instance_from_row, kv_from_row, text_lossy, INSTANCE_COLUMNS};
 
 pub(crate) fn instance_info(
     conn: &Connection,
@@ -48,8 +48,8 @@ pub(crate) fn history(
             stmt.query_map(params![instance_id, execution_id], |row| {
                 Ok(HistoryRecord {
                     event_id: row.get(0)?,
-                    kind: row.get(1)?,
-                    payload: row.get(2)?,
+                    kind: text_lossy(row, 1)?,
+                    payload: text_lossy(row, 2)?,
                 })
             })?
             .collect()

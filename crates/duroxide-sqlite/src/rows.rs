@@ -61,6 +61,19 @@ pub(crate) fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<(InstanceInfo
     Ok((info, custom))
 }
 
+/// A stored payload as text, whatever type the column holds. Stored data written by something else
+/// (a blob, invalid UTF-8) must reach the runtime, which fails that one instance as unreadable,
+/// rather than fail the fetch and block every other instance behind it. The row itself is untouched.
+pub(crate) fn text_lossy(row: &Row<'_>, idx: usize) -> rusqlite::Result<String> {
+    use rusqlite::types::ValueRef;
+    Ok(match row.get_ref(idx)? {
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        ValueRef::Null => String::new(),
+        ValueRef::Integer(n) => n.to_string(),
+        ValueRef::Real(x) => x.to_string(),
+    })
+}
+
 /// Decodes `key, value, updated_at_ms`.
 pub(crate) fn kv_from_row(row: &Row<'_>) -> rusqlite::Result<KvEntry> {
     Ok(KvEntry {

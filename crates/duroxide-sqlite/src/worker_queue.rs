@@ -11,6 +11,7 @@ use crate::clock::{duration_ms, now_ms};
 use crate::error::sql;
 use crate::lock_token;
 use crate::orchestrator_queue::enqueue_from_ack;
+use crate::rows::text_lossy;
 use crate::wakeups::Polled;
 
 pub(crate) const LOCK_ITEM: &str = "
@@ -137,7 +138,7 @@ pub(crate) fn fetch(
                             execution_id: row.get(1)?,
                             event_id: row.get(2)?,
                         },
-                        payload: row.get(3)?,
+                        payload: text_lossy(row, 3)?,
                         attempt: row.get(4)?,
                         session_id: row.get(5)?,
                         tag: row.get(6)?,
