@@ -68,6 +68,7 @@ impl Listener {
     ) -> Result<Listener, ConnectError> {
         let outbox = Arc::new(Outbox::default());
         let (ready_tx, ready_rx) = oneshot::channel();
+        let description = target.description.clone();
         let task = tokio::spawn(run(target, channel, wakeups, outbox.clone(), ready_tx));
         match ready_rx.await {
             Ok(Ok(())) => Ok(Listener { outbox, task }),
@@ -76,7 +77,7 @@ impl Listener {
                 Err(err)
             }
             Err(_) => Err(ConnectError::Refused {
-                target: String::new(),
+                target: description,
                 reason: "the listener task ended before it was ready".into(),
                 retryable: true,
             }),
@@ -99,6 +100,15 @@ impl Listener {
     }
 }
 
+/// Marks the wake-ups as not listening when dropped.
+struct DeafOnExit<'a>(&'a Wakeups);
+
+impl Drop for DeafOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.set_listening(false);
+    }
+}
+
 /// Connects and serves until the provider is dropped, reconnecting with backoff.
 async fn run(
     target: Target,
@@ -110,6 +120,9 @@ async fn run(
     let mut ready = Some(ready);
     let mut retry = FIRST_RETRY;
     let own_pid = AtomicI32::new(0);
+    // However the task ends (the provider dropped, its runtime shut down), fetches must stop
+    // trusting that other processes' writes are heard.
+    let _deaf_on_exit = DeafOnExit(&wakeups);
     loop {
         match target.config.connect(NoTls).await {
             Ok((client, connection)) => {
