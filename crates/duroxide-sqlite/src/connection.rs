@@ -86,6 +86,17 @@ pub(crate) fn open_file(path: &Path, durability: Durability) -> Result<Connectio
     Ok(conn)
 }
 
+/// Opens a second connection to the database file at `path` (created and migrated by [`open_file`])
+/// for reads: same busy timeout and statement cache, a smaller page cache (its reads are point reads).
+pub(crate) fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.pragma_update(None, "cache_size", -4_096)?;
+    Ok(conn)
+}
+
 /// Opens a private in-memory database, migrated and ready.
 pub(crate) fn open_memory() -> Result<Connection, OpenError> {
     let path = Path::new(":memory:");

@@ -10,6 +10,9 @@
 //! * **Group commit.** Operations that queue while a transaction runs share the next one, run by the
 //!   caller already at work, each in its own savepoint: a failing operation is rolled back alone, the
 //!   others commit with one `COMMIT`. Replies are sent only after the commit.
+//! * **Reads beside the writer.** Short client reads of a file database (status, custom status, KV,
+//!   executions) run at once on a second connection in their own read transaction: WAL lets them
+//!   proceed while a write transaction runs, and they see every commit made before they began.
 //! * **Long work off the async threads.** Operations whose duration grows with the data (bulk deletes
 //!   and prunes, history and list reads, metrics, very large acks) and, with [`Durability::Full`],
 //!   every operation (each commit waits for an fsync) run on the writer's background thread instead.
@@ -68,6 +71,7 @@ mod orchestrator_queue;
 mod provider;
 #[cfg(test)]
 mod query_plans;
+mod reader;
 mod reads;
 mod retention;
 mod rows;

@@ -18,6 +18,7 @@ use crate::connection;
 use crate::error::OpenError;
 use crate::location::Location;
 use crate::options::{Durability, SqliteOptions};
+use crate::reader::Reader;
 use crate::wakeups::{Queue, Wakeups};
 use crate::writer::{Cost, IdleHook, Writer, WriterConfig};
 use crate::{management, orchestrator_queue, reads, retention, turn_ack, worker_queue};
@@ -36,9 +37,12 @@ pub struct SqliteProvider {
 struct Shared {
     location: Location,
     wakeups: Arc<Wakeups>,
-    // Dropped in this order: the writer finishes its queue and closes the main connection before the
-    // checkpointer's connection closes (the last one to close folds the WAL into the file).
+    // Dropped in this order: the writer finishes its queue and closes the main connection, then the
+    // reading connection closes, and the checkpointer's connection last (the last one to close folds
+    // the WAL into the file).
     writer: Writer,
+    /// Short reads of a file database (see `reader`); `None` for an in-memory database.
+    reader: Option<Reader>,
     _checkpointer: Option<Checkpointer>,
 }
 
@@ -88,7 +92,7 @@ impl SqliteProvider {
             path: location.path().unwrap_or(Path::new(":memory:")).to_owned(),
             source,
         };
-        let (writer, checkpointer) = match &location {
+        let (writer, reader, checkpointer) = match &location {
             Location::File(path) => {
                 let conn = connection::open_file(path, options.durability)?;
                 let checkpointer = Checkpointer::start(path).map_err(thread_error)?;
@@ -99,7 +103,12 @@ impl SqliteProvider {
                     commits: Some(checkpointer.commit_counter()),
                 };
                 let writer = Writer::start(conn, config).map_err(thread_error)?;
-                (writer, Some(checkpointer))
+                let reader = Reader::open(path).map_err(|source| OpenError::Setup {
+                    path: path.clone(),
+                    step: "opening the reading connection".into(),
+                    source,
+                })?;
+                (writer, Some(reader), Some(checkpointer))
             }
             Location::Memory => {
                 let conn = connection::open_memory()?;
@@ -108,13 +117,14 @@ impl SqliteProvider {
                     idle: None,
                     commits: None,
                 };
-                (Writer::start(conn, config).map_err(thread_error)?, None)
+                (Writer::start(conn, config).map_err(thread_error)?, None, None)
             }
         };
         let shared = Shared {
             location,
             wakeups,
             writer,
+            reader,
             _checkpointer: checkpointer,
         };
         Ok(SqliteProvider {
@@ -129,6 +139,18 @@ impl SqliteProvider {
         F: FnOnce(&Connection) -> Result<T, ProviderError> + Send + 'static,
     {
         self.shared.writer.run(operation, Cost::Short, work).await
+    }
+
+    /// Runs a short read: at once on the reading connection of a file database, else as `short`.
+    async fn read<T, F>(&self, operation: &'static str, work: F) -> Result<T, ProviderError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, ProviderError> + Send + 'static,
+    {
+        match &self.shared.reader {
+            Some(reader) => reader.read(operation, work),
+            None => self.short(operation, work).await,
+        }
     }
 
     /// Runs an operation whose duration grows with the stored data, off the async threads.
@@ -340,13 +362,13 @@ impl Provider for SqliteProvider {
 
     async fn get_instance_info(&self, instance_id: &str) -> Result<Option<InstanceInfo>, ProviderError> {
         let id = instance_id.to_owned();
-        self.short("get_instance_info", move |c| reads::instance_info(c, &id))
+        self.read("get_instance_info", move |c| reads::instance_info(c, &id))
             .await
     }
 
     async fn get_custom_status(&self, instance_id: &str) -> Result<Option<CustomStatus>, ProviderError> {
         let id = instance_id.to_owned();
-        self.short("get_custom_status", move |c| reads::custom_status(c, &id))
+        self.read("get_custom_status", move |c| reads::custom_status(c, &id))
             .await
     }
 
@@ -363,13 +385,13 @@ impl Provider for SqliteProvider {
     async fn get_kv_value(&self, instance_id: &str, key: &str) -> Result<Option<String>, ProviderError> {
         let id = instance_id.to_owned();
         let key = key.to_owned();
-        self.short("get_kv_value", move |c| reads::kv_value(c, &id, &key))
+        self.read("get_kv_value", move |c| reads::kv_value(c, &id, &key))
             .await
     }
 
     async fn get_kv_entries(&self, instance_id: &str) -> Result<Vec<KvEntry>, ProviderError> {
         let id = instance_id.to_owned();
-        self.short("get_kv_entries", move |c| reads::kv_entries(c, &id))
+        self.read("get_kv_entries", move |c| reads::kv_entries(c, &id))
             .await
     }
 
@@ -380,7 +402,7 @@ impl Provider for SqliteProvider {
 
     async fn list_executions(&self, instance_id: &str) -> Result<Vec<u64>, ProviderError> {
         let id = instance_id.to_owned();
-        self.short("list_executions", move |c| management::list_executions(c, &id))
+        self.read("list_executions", move |c| management::list_executions(c, &id))
             .await
     }
 
@@ -390,7 +412,7 @@ impl Provider for SqliteProvider {
         execution_id: u64,
     ) -> Result<Option<ExecutionInfo>, ProviderError> {
         let id = instance_id.to_owned();
-        self.short("get_execution_info", move |c| {
+        self.read("get_execution_info", move |c| {
             management::execution_info(c, &id, execution_id)
         })
         .await
