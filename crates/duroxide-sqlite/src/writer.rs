@@ -20,9 +20,10 @@
 //!
 //! The background thread: long operations (bulk deletes and prunes, large reads) and, with
 //! `Durability::Full`, every operation (each commit waits for an fsync) must not block async threads.
-//! Their callers hand the combiner role to a dedicated thread instead. The thread also runs the idle
-//! hook (noticing other processes' commits) and, as a safety net, operations left queued without a
-//! combiner (a step-down whose waiting callers had all given up waiting).
+//! Their callers hand the combiner role to a dedicated thread instead, which steps down like any
+//! combiner once only short operations are left. The thread also runs the idle hook (noticing other
+//! processes' commits) and, as a safety net, operations left queued without a combiner (a step-down
+//! whose waiting callers had all given up waiting).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,9 +142,9 @@ impl Inner {
         }
     }
 
-    /// Runs queued operations until the queue is empty (then clears `busy`) or, at `Place::Caller`,
-    /// until a long operation is queued (then hands over to the thread) or the budget is spent (then
-    /// steps down for a waiting caller).
+    /// Runs queued operations until the queue is empty (then clears `busy`), or until only short
+    /// operations are queued and the budget is spent (then steps down for a waiting caller), or, at
+    /// `Place::Caller`, until a long operation is queued (then hands over to the thread).
     fn combine(&self, place: Place) {
         let started = Instant::now();
         loop {
@@ -153,18 +154,19 @@ impl Inner {
                     state.busy = false;
                     return;
                 }
-                if place == Place::Caller {
-                    if state.queue.iter().any(|q| q.long) {
-                        state.thread_turn = true;
-                        self.wake.notify_one();
-                        return;
-                    }
-                    if started.elapsed() >= INLINE_BUDGET {
-                        state.busy = false;
-                        drop(state);
-                        self.vacancy.notify_one();
-                        return;
-                    }
+                let long_queued = state.queue.iter().any(|q| q.long);
+                if place == Place::Caller && long_queued {
+                    state.thread_turn = true;
+                    self.wake.notify_one();
+                    return;
+                }
+                // The thread steps down too once only short operations are left, so a busy provider
+                // does not stay on the thread after a long operation.
+                if !long_queued && started.elapsed() >= INLINE_BUDGET {
+                    state.busy = false;
+                    drop(state);
+                    self.vacancy.notify_one();
+                    return;
                 }
                 let n = state.queue.len().min(MAX_BATCH);
                 state.queue.drain(..n).map(|queued| queued.job).collect()
@@ -321,6 +323,14 @@ fn thread_loop(inner: &Inner, mut idle: Option<IdleHook>) {
             continue;
         }
         if state.closing {
+            // Operations whose callers stopped waiting still run before the connection closes.
+            if !state.busy && !state.queue.is_empty() {
+                state.busy = true;
+                drop(state);
+                inner.combine(Place::Thread);
+                state = inner.state();
+                continue;
+            }
             return;
         }
         let (guard, waited) = inner
