@@ -9,9 +9,7 @@
 //!   therefore never meets "database is locked"; `busy_timeout` only guards against other processes.
 //! * **Group commit.** Operations that queue while a transaction runs share the next one, run by the
 //!   caller already at work, each in its own savepoint: a failing operation is rolled back alone, the
-//!   others commit with one `COMMIT`. Replies are sent only after the commit. On a file, where each
-//!   commit appends to the WAL, a caller that finds the writer free first lets the tasks ready on its
-//!   thread queue their operations, so that they share its commit.
+//!   others commit with one `COMMIT`. Replies are sent only after the commit.
 //! * **Reads beside the writer.** Short client reads of a file database (status, custom status, KV,
 //!   executions) run at once on a second connection in their own read transaction: WAL lets them
 //!   proceed while a write transaction runs, and they see every commit made before they began.

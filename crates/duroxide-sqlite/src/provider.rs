@@ -99,7 +99,6 @@ impl SqliteProvider {
                 let config = WriterConfig {
                     // Each commit waits for an fsync (milliseconds): too long for an async thread.
                     all_long: options.durability == Durability::Full,
-                    gather: true,
                     idle: Some(external_change_watch(wakeups.clone())),
                     commits: Some(checkpointer.commit_counter()),
                 };
@@ -115,7 +114,6 @@ impl SqliteProvider {
                 let conn = connection::open_memory()?;
                 let config = WriterConfig {
                     all_long: false,
-                    gather: false,
                     idle: None,
                     commits: None,
                 };

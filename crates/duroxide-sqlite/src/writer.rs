@@ -64,9 +64,6 @@ pub(crate) type IdleHook = Box<dyn FnMut(&Connection) + Send>;
 pub(crate) struct WriterConfig {
     /// Run every operation on the background thread (commits wait for an fsync).
     pub(crate) all_long: bool,
-    /// A new combiner first lets ready tasks queue their operations: worth it where each commit costs
-    /// more than a task switch (a file's WAL append), not for an in-memory database.
-    pub(crate) gather: bool,
     pub(crate) idle: Option<IdleHook>,
     /// Counts committed batches (the background checkpointer watches it).
     pub(crate) commits: Option<Arc<AtomicU64>>,
@@ -98,7 +95,6 @@ struct Inner {
     conn: Mutex<Connection>,
     commits: Option<Arc<AtomicU64>>,
     all_long: bool,
-    gather: bool,
 }
 
 /// Where a combiner runs.
@@ -179,18 +175,6 @@ impl Inner {
     }
 }
 
-/// The combiner role held across an await; dropping it (the future was cancelled) hands it over.
-struct HeldRole<'a> {
-    inner: &'a Inner,
-}
-
-impl Drop for HeldRole<'_> {
-    fn drop(&mut self) {
-        self.inner.state().thread_turn = true;
-        self.inner.wake.notify_one();
-    }
-}
-
 /// Handle to the writer. Dropping it lets queued work finish, stops the background thread and closes
 /// the connection.
 pub(crate) struct Writer {
@@ -216,7 +200,6 @@ impl Writer {
             conn: Mutex::new(conn),
             commits: config.commits,
             all_long: config.all_long,
-            gather: config.gather,
         });
         let thread = std::thread::Builder::new()
             .name("duroxide-sqlite-writer".into())
@@ -262,14 +245,6 @@ impl Writer {
             }
         };
         if combine_here {
-            if self.inner.gather {
-                // Let the tasks that are ready on this thread queue their operations first, so they
-                // share this transaction's commit. Should this future be dropped meanwhile, the
-                // guard hands the role (and the queue) to the background thread.
-                let role = HeldRole { inner: &self.inner };
-                tokio::task::yield_now().await;
-                std::mem::forget(role);
-            }
             self.inner.combine(Place::Caller);
         }
         tokio::pin!(receiver);
@@ -359,16 +334,11 @@ mod tests {
     use duroxide_core::provider::ProviderErrorKind;
 
     fn writer(all_long: bool) -> Arc<Writer> {
-        writer_with(all_long, false)
-    }
-
-    fn writer_with(all_long: bool, gather: bool) -> Arc<Writer> {
         let conn = Connection::open_in_memory().expect("open");
         conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)", [])
             .expect("table");
         let config = WriterConfig {
             all_long,
-            gather,
             idle: None,
             commits: None,
         };
@@ -534,56 +504,27 @@ mod tests {
             .block_on(future)
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_caller_cancelled_while_gathering_leaves_its_role_to_the_thread() {
-        let writer = writer_with(false, true);
-        {
-            let gathering = writer.run("dropped", Cost::Short, |conn| insert(conn, 1));
-            tokio::pin!(gathering);
-            // One poll: it takes the combiner role and yields to let others queue; then it is dropped.
-            tokio::select! {
-                biased;
-                _ = &mut gathering => panic!("a gathering combiner yields before its transaction"),
-                () = std::future::ready(()) => {}
-            }
-        }
-        let after = tokio::time::timeout(
-            Duration::from_secs(5),
-            writer.run("after", Cost::Short, |conn| insert(conn, 2)),
-        )
-        .await
-        .expect("the writer is not stuck with a vanished combiner");
-        after.expect("after");
-        assert_eq!(
-            ids(&writer).await,
-            [1, 2],
-            "the dropped caller's operation still ran"
-        );
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_callers_all_get_their_own_results() {
-        for gather in [false, true] {
-            let writer = writer_with(false, gather);
-            let tasks: Vec<_> = (0..8_i64)
-                .map(|task| {
-                    let writer = writer.clone();
-                    tokio::spawn(async move {
-                        for i in 0..200 {
-                            let id = task * 1_000 + i;
-                            let got = writer
-                                .run("op", Cost::Short, move |conn| insert(conn, id).map(|()| id))
-                                .await
-                                .expect("op");
-                            assert_eq!(got, id);
-                        }
-                    })
+        let writer = writer(false);
+        let tasks: Vec<_> = (0..8_i64)
+            .map(|task| {
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    for i in 0..200 {
+                        let id = task * 1_000 + i;
+                        let got = writer
+                            .run("op", Cost::Short, move |conn| insert(conn, id).map(|()| id))
+                            .await
+                            .expect("op");
+                        assert_eq!(got, id);
+                    }
                 })
-                .collect();
-            for task in tasks {
-                task.await.expect("join");
-            }
-            assert_eq!(ids(&writer).await.len(), 1_600);
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("join");
         }
+        assert_eq!(ids(&writer).await.len(), 1_600);
     }
 }
