@@ -9,7 +9,8 @@
 //!   therefore never meets "database is locked"; `busy_timeout` only guards against other processes.
 //! * **Group commit.** Operations that queue while a transaction runs share the next one, run by the
 //!   caller already at work, each in its own savepoint: a failing operation is rolled back alone, the
-//!   others commit with one `COMMIT`. Replies are sent only after the commit.
+//!   others commit with one `COMMIT`. Replies are sent only after the commit. A caller that has run
+//!   others' operations for about a millisecond hands that role to one of them.
 //! * **Reads beside the writer.** Short client reads of a file database (status, custom status, KV,
 //!   executions) run at once on a second connection in their own read transaction: WAL lets them
 //!   proceed while a write transaction runs, and they see every commit made before they began.
@@ -17,7 +18,9 @@
 //!   and prunes, history and list reads, metrics, very large acks) and, with [`Durability::Full`],
 //!   every operation (each commit waits for an fsync) run on the writer's background thread instead.
 //! * **Precise wake-ups.** New work wakes one waiting fetch, and a fetch that finds work while more is
-//!   fetchable wakes the next, so idle dispatchers do not all look for the same item.
+//!   fetchable wakes the next, so idle dispatchers do not all look for the same item. (Waiting worker
+//!   fetches with different tag filters or session routing are all woken, as any of them may be the
+//!   one that can take the item.)
 //! * **Durability.** File databases use WAL with `synchronous = NORMAL` by default, SQLite's standard
 //!   pairing for WAL: a commit survives a process crash at once and a power loss from the next
 //!   checkpoint on. Checkpoints run on a background connection so the writer never waits for their
