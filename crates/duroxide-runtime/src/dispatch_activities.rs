@@ -131,8 +131,9 @@ async fn execute(shared: &Shared, lease: WorkItemLease) {
     // Renew often enough that a cancellation committed by another process (which deletes the item)
     // is noticed within about half a second, and the lease never lapses while the activity runs.
     let renew_every = (shared.options.worker_lock_timeout / 3).min(Duration::from_millis(500));
-    let mut ticker = tokio::time::interval(renew_every);
-    ticker.tick().await;
+    // First renewal one period from now. (`interval`'s immediate first tick is not free: awaiting it
+    // waits for the timer wheel's next millisecond, which cost every activity up to 1 ms.)
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
     let outcome = loop {
         tokio::select! {
             joined = &mut activity => break Some(joined.unwrap_or_else(|e| {
