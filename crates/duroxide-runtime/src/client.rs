@@ -275,7 +275,7 @@ impl Client {
         instance_id: &str,
         timeout: Duration,
     ) -> Result<OrchestrationState, ClientError> {
-        self.wait_until(instance_id, timeout, Duration::from_millis(50), |s| {
+        self.wait_until(instance_id, timeout, Duration::from_millis(50), true, |s| {
             s.status.is_terminal()
         })
         .await?
@@ -291,7 +291,7 @@ impl Client {
         poll_interval: Duration,
         timeout: Duration,
     ) -> Result<Option<OrchestrationState>, ClientError> {
-        self.wait_until(instance_id, timeout, poll_interval, |s| {
+        self.wait_until(instance_id, timeout, poll_interval, false, |s| {
             s.custom_status_version > last_seen_version || s.status.is_terminal()
         })
         .await
@@ -303,6 +303,7 @@ impl Client {
         instance_id: &str,
         timeout: Duration,
         max_poll: Duration,
+        terminal_only: bool,
         done: impl Fn(&OrchestrationState) -> bool,
     ) -> Result<Option<OrchestrationState>, ClientError> {
         check_id(instance_id)?;
@@ -315,9 +316,21 @@ impl Client {
             let notified = watch.notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let state = self.get_status(instance_id).await?;
-            if done(&state) {
-                return Ok(Some(state));
+            // Waiting for a terminal state needs only the instance row; the custom status is read
+            // once, for the answer.
+            let worth_full_read = if terminal_only {
+                self.provider
+                    .get_instance_info(instance_id)
+                    .await?
+                    .is_some_and(|i| i.status.is_terminal())
+            } else {
+                true
+            };
+            if worth_full_read {
+                let state = self.get_status(instance_id).await?;
+                if done(&state) {
+                    return Ok(Some(state));
+                }
             }
             let now = Instant::now();
             if now >= deadline {
