@@ -2,7 +2,8 @@
 //! backend: hello latency, chain3 throughput, fan-out throughput, timer throughput, and the resident
 //! memory of 10,000 orchestrations waiting on an event.
 //!
-//! Run: `cargo bench -p duroxide-runtime --bench workloads [-- mem|file [N]]`.
+//! Run: `cargo bench -p duroxide-runtime --bench workloads [-- mem|file|pg [N]]`. `pg` reads
+//! `DUROXIDE_PG_URL` (default: the local server) and uses a fresh schema, dropped afterwards.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,8 +73,16 @@ async fn wait_all(client: &Client, ids: &[String]) {
 
 async fn run(backend: &str, n: usize) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
+    let pg_url = std::env::var("DUROXIDE_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+    let pg_schema = format!("bench_{}", std::process::id());
     let provider: Arc<dyn Provider> = match backend {
         "file" => Arc::new(SqliteProvider::open(dir.path().join("bench.db")).unwrap()),
+        "pg" => Arc::new(
+            duroxide_postgres::PostgresProvider::connect_with_schema(&pg_url, &pg_schema)
+                .await
+                .unwrap(),
+        ),
         _ => Arc::new(SqliteProvider::in_memory().unwrap()),
     };
     let (a, o) = registries();
@@ -144,6 +153,9 @@ async fn run(backend: &str, n: usize) -> serde_json::Value {
     }
     let rss_waiting = rss_mb();
     runtime.shutdown(Duration::from_secs(10)).await;
+    if backend == "pg" {
+        drop_schema(&pg_url, &pg_schema);
+    }
 
     serde_json::json!({
         "backend": backend,
@@ -156,6 +168,19 @@ async fn run(backend: &str, n: usize) -> serde_json::Value {
         "waiting_10k_rss_mb": (rss_waiting * 10.0).round() / 10.0,
         "rss_before_waiting_mb": (rss_before * 10.0).round() / 10.0,
     })
+}
+
+/// Removes the benchmark's PostgreSQL schema (best effort, through psql).
+fn drop_schema(url: &str, schema: &str) {
+    let _ = std::process::Command::new("psql")
+        .env("PGOPTIONS", "--client-min-messages=warning")
+        .args([
+            url,
+            "-q",
+            "-c",
+            &format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"),
+        ])
+        .status();
 }
 
 fn main() {
