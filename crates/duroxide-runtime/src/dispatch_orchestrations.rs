@@ -93,13 +93,19 @@ async fn handle(shared: &Shared, item: OrchestrationItem) {
     match decision {
         TurnDecision::Ack { ack, engine, report } => {
             let cancels = ack.cancel_activities.clone();
+            // Cache the engine before committing: the commit releases the instance lock, and the
+            // instance's next turn may be fetched at once (a fast activity) — it must find the engine.
+            // Until then the lock keeps everyone else away. An engine whose turn did not commit is
+            // ahead of the stored history, which `process_item` detects; it is dropped anyway.
+            if let Some(engine) = engine {
+                shared.cache.put(item.instance_id.clone(), engine);
+            }
             if commit(shared, &item, *ack).await {
-                if let Some(engine) = engine {
-                    shared.cache.put(item.instance_id.clone(), engine);
-                }
                 shared.cancel_local(&cancels);
                 record(shared, &item, &report);
                 notify::instance_changed(&item.instance_id);
+            } else {
+                drop(shared.cache.take(&item.instance_id));
             }
         }
         TurnDecision::Abandon { delay, reason } => {
