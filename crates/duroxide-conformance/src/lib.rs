@@ -127,6 +127,8 @@ macro_rules! __with_check_list {
                 fetched_item_carries_instance_info,
                 first_fetch_has_empty_state,
                 fetch_returns_the_acked_history,
+                cached_fetch_leaves_out_only_a_history_held_whole,
+                cached_fetch_returns_history_the_cache_lacks,
                 ack_delivers_messages_to_other_instances,
                 ack_drops_messages_to_missing_instances,
                 ack_message_with_creates_starts_the_instance,

@@ -492,6 +492,19 @@ impl Turn {
         }
     }
 
+    /// A turn on the item's current execution whose stored history has `len` events (for an item
+    /// fetched without its history).
+    pub(crate) fn after_len(item: &OrchestrationItem, len: u64) -> Self {
+        Turn {
+            ack: TurnAck {
+                execution_id: item.instance.current_execution_id,
+                ..TurnAck::default()
+            },
+            next_event_id: len + 1,
+            instance_id: item.instance_id.clone(),
+        }
+    }
+
     /// The first turn of the next execution (continue-as-new): `execution_id + 1`, history from id 1.
     pub(crate) fn next_execution(item: &OrchestrationItem) -> Self {
         Turn {

@@ -272,6 +272,34 @@ fn kv_after(snapshot: &[KvEntry], history: &[Event]) -> Vec<KvEntry> {
     kv.into_values().collect()
 }
 
+/// The turn of an item fetched without its history because `engine` (this instance's cached engine)
+/// holds all `stored_len` events of it. `None` when the turn needs the stored history after all — the
+/// engine does not match, the instance ended, the item is poison, a message is unreadable — in which
+/// case the caller reads the history and calls [`process_item`].
+pub fn process_cached_item(
+    item: &OrchestrationItem,
+    engine: ReplayEngine,
+    stored_len: u64,
+    options: &TurnOptions,
+) -> Option<TurnDecision> {
+    let usable = !item.instance.status.is_terminal()
+        && item.attempt <= options.max_attempts
+        && engine.is_started()
+        && *engine.status() == TurnStatus::Running
+        && engine.execution_id() == item.instance.current_execution_id
+        && engine.history_len() == stored_len;
+    if !usable {
+        return None;
+    }
+    let messages = item
+        .messages
+        .iter()
+        .map(|m| codec::decode_message(&m.payload))
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    Some(run(item, engine, messages, options, None))
+}
+
 /// Fails the item's execution with `error` without running its code (for example when the code
 /// panicked): a terminal event, the parent's notification, every message consumed.
 pub fn fail_item(item: &OrchestrationItem, error: ErrorDetails) -> TurnDecision {

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+use duroxide_core::provider::HistoryCache;
 use duroxide_core::ReplayEngine;
 
 #[derive(Debug)]
@@ -70,5 +71,14 @@ impl InstanceCache {
 
     pub fn len(&self) -> usize {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).entries.len()
+    }
+}
+
+/// Lets a provider's fetch leave out the history of an instance whose engine is cached here.
+impl HistoryCache for InstanceCache {
+    fn cached_history_len(&self, instance_id: &str, execution_id: u64) -> Option<u64> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (engine, _) = inner.entries.get(instance_id)?;
+        (engine.execution_id() == execution_id).then(|| engine.history_len())
     }
 }

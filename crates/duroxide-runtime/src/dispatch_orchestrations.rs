@@ -3,8 +3,10 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use duroxide_core::provider::{OrchestrationItem, ProviderErrorKind};
-use duroxide_core::turn::{fail_item, process_item, TurnDecision, TurnOptions, TurnOutcome, TurnReport};
+use duroxide_core::provider::{CachedFetch, OrchestrationItem, ProviderErrorKind};
+use duroxide_core::turn::{
+    fail_item, process_cached_item, process_item, TurnDecision, TurnOptions, TurnOutcome, TurnReport,
+};
 use duroxide_core::{ErrorDetails, ErrorKind};
 
 use crate::metrics::Metrics;
@@ -53,16 +55,17 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     while !shared.stopping() {
         let fetched = shared
             .provider
-            .fetch_orchestration_item(
+            .fetch_orchestration_item_cached(
                 options.orchestrator_lock_timeout,
                 options.dispatcher_poll_interval,
+                shared.cache.clone(),
             )
             .await;
         match fetched {
-            Ok(Some(item)) => {
+            Ok(Some(fetched)) => {
                 backoff.reset();
                 Metrics::inc(&shared.metrics.orch_dispatcher_items_fetched);
-                handle(&shared, item).await;
+                handle(&shared, fetched).await;
             }
             Ok(None) => backoff.reset(),
             Err(error) => {
@@ -74,22 +77,78 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
-async fn handle(shared: &Shared, item: OrchestrationItem) {
-    let cached = shared.cache.take(&item.instance_id);
+/// What running the turn's code gave.
+enum Ran {
+    Decided(TurnDecision),
+    /// Not decided yet: the turn runs from the whole history (which the fetch may have left out; see
+    /// `process_cached_item`).
+    NeedsHistory,
+    /// The orchestration code panicked, with this message.
+    Panicked(String),
+}
+
+/// Runs `turn` (which runs user code), turning a panic into [`Ran::Panicked`]: a panic must fail that
+/// instance, not this dispatcher slot.
+fn guarded(turn: impl FnOnce() -> Option<TurnDecision>) -> Ran {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(turn)) {
+        Ok(Some(decision)) => Ran::Decided(decision),
+        Ok(None) => Ran::NeedsHistory,
+        Err(panic) => Ran::Panicked(format!(
+            "orchestration code panicked: {}",
+            panic_message(panic.as_ref())
+        )),
+    }
+}
+
+async fn handle(shared: &Shared, fetched: CachedFetch) {
+    let CachedFetch {
+        mut item,
+        omitted_history_len,
+    } = fetched;
+    let mut cached = shared.cache.take(&item.instance_id);
     let options = TurnOptions {
         now_ms: now_ms(),
-        entropy: uuid::Uuid::new_v4().as_u64_pair().0,
+        entropy: entropy(),
         max_attempts: shared.options.max_attempts,
     };
-    // User code runs inside `process_item`; a panic there must fail that instance, not this slot.
-    let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        process_item(&item, &shared.orchestrations, cached, &options)
-    }))
-    .unwrap_or_else(|panic| {
-        let message = format!("orchestration code panicked: {}", panic_message(panic.as_ref()));
-        tracing::error!(target: "duroxide::runtime", instance_id = %item.instance_id, "{message}");
-        fail_item(&item, ErrorDetails::application(message))
-    });
+    let mut ran = match omitted_history_len {
+        Some(stored_len) => match cached.take() {
+            Some(engine) => guarded(|| process_cached_item(&item, engine, stored_len, &options)),
+            None => Ran::NeedsHistory,
+        },
+        // The whole history is here: `process_item` decides whether the cached engine fits.
+        None => Ran::NeedsHistory,
+    };
+    if omitted_history_len.is_some() && !matches!(ran, Ran::Decided(_)) {
+        // Rare: the cached engine went away or does not fit after all; read what the fetch left out.
+        match shared
+            .provider
+            .read_history(&item.instance_id, item.instance.current_execution_id)
+            .await
+        {
+            Ok(history) => item.history = history,
+            Err(error) => {
+                Metrics::inc(&shared.metrics.provider_errors);
+                tracing::warn!(target: "duroxide::runtime", instance_id = %item.instance_id, %error, "reading the history failed; retrying the turn");
+                let _ = shared
+                    .provider
+                    .abandon_orchestration_item(&item.lock_token, None)
+                    .await;
+                return;
+            }
+        }
+    }
+    if matches!(ran, Ran::NeedsHistory) {
+        ran = guarded(|| Some(process_item(&item, &shared.orchestrations, cached, &options)));
+    }
+    let decision = match ran {
+        Ran::Decided(decision) => decision,
+        Ran::Panicked(message) => {
+            tracing::error!(target: "duroxide::runtime", instance_id = %item.instance_id, "{message}");
+            fail_item(&item, ErrorDetails::application(message))
+        }
+        Ran::NeedsHistory => unreachable!("process_item always decides"),
+    };
     match decision {
         TurnDecision::Ack { ack, engine, report } => {
             let cancels = ack.cancel_activities.clone();
@@ -120,6 +179,24 @@ async fn handle(shared: &Shared, item: OrchestrationItem) {
             }
         }
     }
+}
+
+/// Fresh random bits for a turn's `new_guid`: a per-thread generator seeded once from the OS, so a
+/// turn costs no system call. (SplitMix64: unique per draw within a thread, unpredictable across
+/// processes through the random seed — all `new_guid` needs.)
+fn entropy() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(uuid::Uuid::new_v4().as_u64_pair().0);
+    }
+    STATE.with(|state| {
+        let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        state.set(next);
+        let mut z = next;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    })
 }
 
 /// Acks the turn, retrying transient failures; a turn whose ack cannot be committed is handed back

@@ -23,7 +23,7 @@ pub(crate) struct Shared {
     pub activities: ActivityRegistry,
     pub options: RuntimeOptions,
     pub metrics: Metrics,
-    pub cache: InstanceCache,
+    pub cache: Arc<InstanceCache>,
     pub sessions: SessionTracker,
     /// Activities running in this process, so a cancellation committed here reaches them at once.
     pub running: Mutex<HashMap<ActivityRef, CancelSignal>>,
@@ -95,7 +95,10 @@ impl Runtime {
             orchestrations,
             activities,
             metrics: Metrics::default(),
-            cache: InstanceCache::new(options.cache_max_instances, options.cache_max_events),
+            cache: Arc::new(InstanceCache::new(
+                options.cache_max_instances,
+                options.cache_max_events,
+            )),
             sessions: SessionTracker::new(options.max_sessions_per_runtime, options.session_idle_timeout),
             running: Mutex::new(HashMap::new()),
             stop: CancelSignal::default(),

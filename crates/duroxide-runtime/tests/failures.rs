@@ -410,3 +410,33 @@ async fn panicking_orchestration_fails_and_the_dispatcher_keeps_running() {
     assert!(error.contains("orchestration exploded"), "{error}");
     env.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_later_turn_of_a_cached_instance_fails_it_after_its_history() {
+    // The second turn runs on the cached engine with the history left out of the fetch; failing it
+    // must still append after the stored events (the dispatcher reads the history it needs).
+    let mut reg = Registries::new();
+    reg.activity("Step", |_, x: String| async move { Ok(x) })
+        .orchestration("LaterPanic", |ctx, _| async move {
+            let first = ctx.schedule_activity("Step", "one").await?;
+            if first == "one" {
+                panic!("exploded in turn two");
+            }
+            Ok(first)
+        });
+    let env = Env::start(common::memory(), &reg, common::options()).await;
+    env.client
+        .start_orchestration("later-panic", "LaterPanic", "")
+        .await
+        .unwrap();
+    let error = env.failed("later-panic").await;
+    assert!(error.contains("exploded in turn two"), "{error}");
+    let history = env.client.read_execution_history("later-panic", 1).await.unwrap();
+    let ids: Vec<u64> = history.iter().map(|e| e.event_id).collect();
+    // Started and scheduled from turn one; the failure follows them (the panicking turn's own events
+    // are not committed).
+    assert_eq!(ids, [1, 2, 3], "{history:?}");
+    // Right the first time: no failed ack (a failure written at a wrong event id) on the way.
+    assert_eq!(env.runtime.metrics_snapshot().provider_errors, 0);
+    env.shutdown().await;
+}

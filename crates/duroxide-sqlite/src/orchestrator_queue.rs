@@ -3,7 +3,8 @@
 
 use duroxide_core::limits::validate_instance_id;
 use duroxide_core::provider::{
-    HistoryRecord, InstanceCreation, NewMessage, OrchestrationItem, ProviderError, StoredMessage,
+    CachedFetch, HistoryCache, HistoryRecord, InstanceCreation, NewMessage, OrchestrationItem, ProviderError,
+    StoredMessage,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -45,6 +46,10 @@ pub(crate) const ANOTHER_FETCHABLE: &str = "
 pub(crate) const READ_HISTORY: &str = "
     SELECT event_id, kind, payload FROM history
     WHERE instance_id = ?1 AND execution_id = ?2 ORDER BY event_id";
+
+/// The stored history's length (event ids are dense from 1), read from the primary key alone.
+pub(crate) const HISTORY_LEN: &str = "
+    SELECT COALESCE(MAX(event_id), 0) FROM history WHERE instance_id = ?1 AND execution_id = ?2";
 
 pub(crate) const READ_KV_SNAPSHOT: &str =
     "SELECT key, value, updated_at_ms FROM kv_snapshot WHERE instance_id = ?1 ORDER BY key";
@@ -191,14 +196,15 @@ fn visible_at(message: &NewMessage, now: i64) -> i64 {
         .map_or(now, |at| i64::try_from(at).unwrap_or(i64::MAX))
 }
 
-/// `Provider::fetch_orchestration_item`, one look: locks the next instance and reads its turn input.
-/// `find_more`: also find out whether another instance is fetchable (worth it only when another fetch
-/// is waiting to be told).
+/// `Provider::fetch_orchestration_item(_cached)`, one look: locks the next instance and reads its turn
+/// input. `find_more`: also find out whether another instance is fetchable (worth it only when another
+/// fetch is waiting to be told). `cache`: what the caller holds; a history it holds whole is left out.
 pub(crate) fn fetch(
     conn: &Connection,
     lock_ms: i64,
     find_more: bool,
-) -> Result<Polled<OrchestrationItem>, ProviderError> {
+    cache: Option<&dyn HistoryCache>,
+) -> Result<Polled<CachedFetch>, ProviderError> {
     const OP: &str = "fetch_orchestration_item";
     let now = crate::clock::now_ms();
     let secret = lock_token::new_secret();
@@ -237,22 +243,28 @@ pub(crate) fn fetch(
         .map(|(_, payload, _)| StoredMessage { payload })
         .collect();
 
-    let history = conn
-        .prepare_cached(READ_HISTORY)
-        .and_then(|mut stmt| {
-            stmt.query_map(
-                params![instance.instance_id, instance.current_execution_id],
-                |row| {
-                    Ok(HistoryRecord {
-                        event_id: row.get(0)?,
-                        kind: text_lossy(row, 1)?,
-                        payload: text_lossy(row, 2)?,
-                    })
-                },
-            )?
-            .collect()
-        })
-        .map_err(sql(OP))?;
+    let omitted_history_len = match cache
+        .and_then(|c| c.cached_history_len(&instance.instance_id, instance.current_execution_id))
+    {
+        Some(cached_len) => {
+            let stored_len: u64 = conn
+                .prepare_cached(HISTORY_LEN)
+                .and_then(|mut stmt| {
+                    stmt.query_row(
+                        params![instance.instance_id, instance.current_execution_id],
+                        |row| row.get(0),
+                    )
+                })
+                .map_err(sql(OP))?;
+            (stored_len == cached_len).then_some(stored_len)
+        }
+        None => None,
+    };
+    let history = if omitted_history_len.is_some() {
+        Vec::new()
+    } else {
+        read_history(conn, OP, &instance.instance_id, instance.current_execution_id)?
+    };
     let kv_snapshot = conn
         .prepare_cached(READ_KV_SNAPSHOT)
         .and_then(|mut stmt| stmt.query_map([&instance.instance_id], kv_from_row)?.collect())
@@ -266,18 +278,42 @@ pub(crate) fn fetch(
             .map_err(sql(OP))?;
 
     Ok(Polled::Found {
-        item: OrchestrationItem {
-            instance_id: instance.instance_id.clone(),
-            lock_token: lock_token::token(&secret, &instance.instance_id),
-            attempt,
-            instance,
-            history,
-            messages,
-            kv_snapshot,
-            custom_status,
+        item: CachedFetch {
+            item: OrchestrationItem {
+                instance_id: instance.instance_id.clone(),
+                lock_token: lock_token::token(&secret, &instance.instance_id),
+                attempt,
+                instance,
+                history,
+                messages,
+                kv_snapshot,
+                custom_status,
+            },
+            omitted_history_len,
         },
         more,
     })
+}
+
+/// One execution's history, in event-id order.
+fn read_history(
+    conn: &Connection,
+    operation: &'static str,
+    instance_id: &str,
+    execution_id: u64,
+) -> Result<Vec<HistoryRecord>, ProviderError> {
+    conn.prepare_cached(READ_HISTORY)
+        .and_then(|mut stmt| {
+            stmt.query_map(params![instance_id, execution_id], |row| {
+                Ok(HistoryRecord {
+                    event_id: row.get(0)?,
+                    kind: text_lossy(row, 1)?,
+                    payload: text_lossy(row, 2)?,
+                })
+            })?
+            .collect()
+        })
+        .map_err(sql(operation))
 }
 
 /// An instance under a live lock, found by its token.

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use duroxide_core::provider::{
-    CustomStatus, DeleteResult, ExecutionInfo, HistoryRecord, InstanceFilter, InstanceInfo, InstanceStats,
-    InstanceStatus, KvEntry, NewMessage, OrchestrationItem, Provider, ProviderError, PruneOptions,
-    PruneResult, QueueDepths, SystemMetrics, TurnAck, WorkItemLease, WorkerFetch,
+    CachedFetch, CustomStatus, DeleteResult, ExecutionInfo, HistoryCache, HistoryRecord, InstanceFilter,
+    InstanceInfo, InstanceStats, InstanceStatus, KvEntry, NewMessage, OrchestrationItem, Provider,
+    ProviderError, PruneOptions, PruneResult, QueueDepths, SystemMetrics, TurnAck, WorkItemLease,
+    WorkerFetch,
 };
 use rusqlite::Connection;
 
@@ -153,6 +154,26 @@ impl SqliteProvider {
         }
     }
 
+    /// Both orchestration fetches: a long poll for the next instance, leaving out a history that
+    /// `cache` holds whole.
+    async fn fetch_orchestration(
+        &self,
+        lock_timeout: Duration,
+        poll_timeout: Duration,
+        cache: Option<Arc<dyn HistoryCache>>,
+    ) -> Result<Option<CachedFetch>, ProviderError> {
+        let lock_ms = duration_ms(lock_timeout);
+        self.shared
+            .wakeups
+            .long_poll(Queue::Orchestrator, poll_timeout, |others_waiting| {
+                let cache = cache.clone();
+                self.short("fetch_orchestration_item", move |c| {
+                    orchestrator_queue::fetch(c, lock_ms, others_waiting, cache.as_deref())
+                })
+            })
+            .await
+    }
+
     /// Runs an operation whose duration grows with the stored data, off the async threads.
     async fn long<T, F>(&self, operation: &'static str, work: F) -> Result<T, ProviderError>
     where
@@ -207,14 +228,17 @@ impl Provider for SqliteProvider {
         lock_timeout: Duration,
         poll_timeout: Duration,
     ) -> Result<Option<OrchestrationItem>, ProviderError> {
-        let lock_ms = duration_ms(lock_timeout);
-        self.shared
-            .wakeups
-            .long_poll(Queue::Orchestrator, poll_timeout, |others_waiting| {
-                self.short("fetch_orchestration_item", move |c| {
-                    orchestrator_queue::fetch(c, lock_ms, others_waiting)
-                })
-            })
+        let fetched = self.fetch_orchestration(lock_timeout, poll_timeout, None).await?;
+        Ok(fetched.map(|f| f.item))
+    }
+
+    async fn fetch_orchestration_item_cached(
+        &self,
+        lock_timeout: Duration,
+        poll_timeout: Duration,
+        cache: Arc<dyn HistoryCache>,
+    ) -> Result<Option<CachedFetch>, ProviderError> {
+        self.fetch_orchestration(lock_timeout, poll_timeout, Some(cache))
             .await
     }
 

@@ -60,6 +60,7 @@ fn orchestrator_statements_use_indexes() {
         ("lock next instance", oq::LOCK_NEXT_INSTANCE),
         ("claim messages", oq::CLAIM_MESSAGES),
         ("read history", oq::READ_HISTORY),
+        ("history length", oq::HISTORY_LEN),
         ("read kv snapshot", oq::READ_KV_SNAPSHOT),
         ("next due", oq::NEXT_DUE),
         ("another fetchable", oq::ANOTHER_FETCHABLE),

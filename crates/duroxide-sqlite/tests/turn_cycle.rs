@@ -462,3 +462,44 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+/// Claims to hold `len` events of execution 1 of instance "a".
+struct HoldsA(u64);
+
+impl duroxide_core::provider::HistoryCache for HoldsA {
+    fn cached_history_len(&self, instance_id: &str, execution_id: u64) -> Option<u64> {
+        (instance_id == "a" && execution_id == 1).then_some(self.0)
+    }
+}
+
+#[tokio::test]
+async fn a_fetch_leaves_out_exactly_the_history_its_caller_holds() {
+    on_both(|p| async move {
+        p.create_instance(start("a")).await.expect("create");
+        let item = p
+            .fetch_orchestration_item(LEASE, Duration::ZERO)
+            .await
+            .expect("fetch")
+            .expect("item");
+        p.ack_orchestration_item(&item.lock_token, turn(&[1, 2, 3]))
+            .await
+            .expect("ack");
+
+        for (held, left_out) in [(3, Some(3)), (2, None), (4, None)] {
+            p.enqueue_message(message("a", "e")).await.expect("enqueue");
+            let fetched = p
+                .fetch_orchestration_item_cached(LEASE, Duration::ZERO, Arc::new(HoldsA(held)))
+                .await
+                .expect("fetch")
+                .expect("item");
+            assert_eq!(fetched.omitted_history_len, left_out, "holding {held}");
+            let expected = if left_out.is_some() { 0 } else { 3 };
+            assert_eq!(fetched.item.history.len(), expected, "holding {held}");
+            assert_eq!(fetched.item.messages.len(), 1);
+            p.ack_orchestration_item(&fetched.item.lock_token, turn(&[]))
+                .await
+                .expect("ack");
+        }
+    })
+    .await;
+}

@@ -1,6 +1,8 @@
 //! Orchestrator queue semantics: creating instances, enqueueing, FIFO delivery, one instance per item,
 //! and messages addressed to instances that do not exist.
 
+use std::sync::Arc;
+
 use duroxide_core::provider::*;
 
 use crate::support::*;
@@ -321,6 +323,111 @@ pub async fn fetch_returns_the_acked_history(factory: &dyn ProviderFactory) -> C
     p.enqueue_message(external_event("i1", "e", "2")).await?;
     let item = fetch(&p).await?;
     ensure_eq!(item.history, expected, "history after two turns");
+    Ok(())
+}
+
+/// A cache that claims to hold `len` events of one execution of one instance.
+struct Holds {
+    instance: &'static str,
+    execution: u64,
+    len: u64,
+}
+
+impl HistoryCache for Holds {
+    fn cached_history_len(&self, instance_id: &str, execution_id: u64) -> Option<u64> {
+        (instance_id == self.instance && execution_id == self.execution).then_some(self.len)
+    }
+}
+
+async fn fetch_cached(p: &P, cache: Holds) -> Result<CachedFetch, CheckError> {
+    p.fetch_orchestration_item_cached(LONG_LOCK, EXPECT_WAIT, Arc::new(cache))
+        .await?
+        .ok_or_else(|| fail("fetch_orchestration_item_cached found no work"))
+}
+
+/// A fetch told that the caller holds exactly the stored history may leave it out, and then says how
+/// long it is; whatever it does, the rest of the item is a plain fetch's.
+pub async fn cached_fetch_leaves_out_only_a_history_held_whole(factory: &dyn ProviderFactory) -> CheckResult {
+    let p = factory.create().await;
+    create(&p, "i1").await?;
+    let item = fetch(&p).await?;
+    // The starting event and two more.
+    let turn = Turn::after(&item).events(2).build();
+    let history = turn.history.clone();
+    p.ack_orchestration_item(&item.lock_token, turn).await?;
+    let event = external_event("i1", "e", "1");
+    p.enqueue_message(event.clone()).await?;
+    let holds = Holds {
+        instance: "i1",
+        execution: 1,
+        len: 3,
+    };
+    let fetched = fetch_cached(&p, holds).await?;
+    match fetched.omitted_history_len {
+        Some(len) => {
+            ensure_eq!(len, 3, "the length of the history left out");
+            ensure!(fetched.item.history.is_empty(), "a left-out history is empty");
+        }
+        None => ensure_eq!(fetched.item.history, history, "the history returned in full"),
+    }
+    ensure_eq!(payloads(&fetched.item), payloads_of(&[event]), "the messages");
+    ensure_eq!(fetched.item.instance.current_execution_id, 1, "the execution");
+    // The lock is a real one: the ack works.
+    Turn::after_len(&fetched.item, 3)
+        .events(1)
+        .commit(&p, &fetched.item)
+        .await?;
+    Ok(())
+}
+
+/// A fetch whose cache holds a different length, or another execution, returns the whole history.
+pub async fn cached_fetch_returns_history_the_cache_lacks(factory: &dyn ProviderFactory) -> CheckResult {
+    let p = factory.create().await;
+    create(&p, "i1").await?;
+    let item = fetch(&p).await?;
+    // The starting event and three more.
+    let turn = Turn::after(&item).events(3).build();
+    let history = turn.history.clone();
+    p.ack_orchestration_item(&item.lock_token, turn).await?;
+    for (round, holds) in [
+        Holds {
+            instance: "i1",
+            execution: 1,
+            len: 3,
+        },
+        Holds {
+            instance: "i1",
+            execution: 1,
+            len: 6,
+        },
+        Holds {
+            instance: "i1",
+            execution: 2,
+            len: 5,
+        },
+        Holds {
+            instance: "other",
+            execution: 1,
+            len: 5,
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        p.enqueue_message(external_event("i1", "e", &round.to_string()))
+            .await?;
+        let (len, execution) = (holds.len, holds.execution);
+        let fetched = fetch_cached(&p, holds).await?;
+        ensure_eq!(
+            fetched.omitted_history_len,
+            None,
+            "left out with a cache holding {len} events of execution {execution}"
+        );
+        ensure_eq!(fetched.item.history, history, "the history");
+        // Consume the message without growing the history, so every round sees the same one.
+        p.ack_orchestration_item(&fetched.item.lock_token, Turn::after(&fetched.item).build())
+            .await?;
+    }
     Ok(())
 }
 

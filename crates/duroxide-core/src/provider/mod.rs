@@ -89,6 +89,7 @@ mod types;
 
 pub use types::*;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -114,6 +115,28 @@ pub trait Provider: Send + Sync + 'static {
         lock_timeout: Duration,
         poll_timeout: Duration,
     ) -> Result<Option<OrchestrationItem>, ProviderError>;
+
+    /// [`fetch_orchestration_item`](Provider::fetch_orchestration_item), told which histories the
+    /// caller already holds: when `cache` reports exactly the stored history's length for the fetched
+    /// instance's current execution, the provider may leave the history out (and says so in
+    /// [`CachedFetch::omitted_history_len`]), so that a turn of a cached instance costs the same
+    /// whatever its history's length. Everything else is as in a plain fetch. Leaving it out is an
+    /// optimisation: the default implementation always returns the whole history.
+    async fn fetch_orchestration_item_cached(
+        &self,
+        lock_timeout: Duration,
+        poll_timeout: Duration,
+        cache: Arc<dyn HistoryCache>,
+    ) -> Result<Option<CachedFetch>, ProviderError> {
+        let _ = cache;
+        Ok(self
+            .fetch_orchestration_item(lock_timeout, poll_timeout)
+            .await?
+            .map(|item| CachedFetch {
+                item,
+                omitted_history_len: None,
+            }))
+    }
 
     /// Commits one turn atomically and releases the instance lock (see [`TurnAck`]).
     async fn ack_orchestration_item(&self, lock_token: &str, ack: TurnAck) -> Result<(), ProviderError>;

@@ -208,6 +208,24 @@ pub struct OrchestrationItem {
     pub custom_status: CustomStatus,
 }
 
+/// What a fetching runtime already holds: the replayed history of recently run instances. A provider
+/// may consult it to leave out history the caller has (see
+/// [`Provider::fetch_orchestration_item_cached`](crate::provider::Provider::fetch_orchestration_item_cached)).
+pub trait HistoryCache: Send + Sync {
+    /// How many history events of this execution of the instance the caller holds, if any.
+    fn cached_history_len(&self, instance_id: &str, execution_id: u64) -> Option<u64>;
+}
+
+/// A fetched item whose history may have been left out because the caller holds all of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedFetch {
+    /// The item; `item.history` is empty when `omitted_history_len` is set.
+    pub item: OrchestrationItem,
+    /// Set when the history was left out: the stored history's length, equal to what the
+    /// [`HistoryCache`] reported for this instance and execution at the moment of the fetch.
+    pub omitted_history_len: Option<u64>,
+}
+
 /// A KV change written by a turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvChange {
