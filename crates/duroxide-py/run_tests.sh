@@ -1,27 +1,11 @@
 #!/usr/bin/env bash
-# Builds the duroxide Python package into <repo>/.venv and runs its pytest suite.
-#
-# Idempotent: creates the virtualenv if it is missing, (re)installs maturin and pytest, rebuilds and
-# reinstalls the package (release build, sharing the workspace's cargo target dir), then runs pytest on
-# crates/duroxide-py/tests. Extra arguments go to pytest. PYTHON picks the interpreter for a new
-# virtualenv (default python3, 3.9 or newer); DUROXIDE_PG_URL points the PostgreSQL tests at a server
-# (default postgres://postgres@127.0.0.1:5432/postgres; the PostgreSQL tests fail, saying so, when none answers).
+# Builds the duroxide Python package into <repo>/.venv (see venv.sh) and runs its pytest suite on
+# crates/duroxide-py/tests. Extra arguments go to pytest. DUROXIDE_PG_URL points the PostgreSQL tests
+# at a server (default postgres://postgres@127.0.0.1:5432/postgres; the PostgreSQL tests fail, saying
+# so, when none answers).
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-venv="$repo/.venv"
-
-if [ ! -x "$venv/bin/python" ]; then
-    "${PYTHON:-python3}" -m venv "$venv"
-fi
-py="$venv/bin/python"
-# The build backend runs the `maturin` executable from PATH.
-export PATH="$venv/bin:$PATH"
-
-"$py" -m pip install --quiet --disable-pip-version-check "maturin>=1.5,<2" "pytest>=7"
-# The build backend (maturin) is already in the virtualenv, so build without an isolated environment.
-"$py" -m pip install --quiet --disable-pip-version-check --no-build-isolation --force-reinstall --no-deps "$here"
+source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
 
 cd "$repo"
 exec "$py" -m pytest -p no:cacheprovider "$here/tests" "$@"

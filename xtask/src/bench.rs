@@ -1,4 +1,6 @@
-//! `cargo xtask bench`: the criterion benchmarks whose figures the issues quote.
+//! `cargo xtask bench`: the benchmarks whose figures the issues quote (core replay, SQLite provider
+//! cycle, runtime workloads on in-memory SQLite, file SQLite and PostgreSQL with `pgbench -N` as the
+//! physical reference, and the Python workloads). Each prints JSON lines.
 
 use crate::step::{self, Step};
 
@@ -28,6 +30,27 @@ const STEPS: &[Step] = &[
             "provider_cycle",
         ],
     ),
+    // Runtime workloads (hello latency, chain3, fan-out, timers, 10,000 waiting) with no argument run
+    // in memory and on a file.
+    Step::new(
+        "runtime workloads (sqlite)",
+        &["cargo", "bench", "-p", "duroxide-runtime", "--bench", "workloads"],
+    ),
+    Step::new("pgbench -N reference", &["bash", "xtask/pgbench_reference.sh"]),
+    Step::new(
+        "runtime workloads (postgres)",
+        &[
+            "cargo",
+            "bench",
+            "-p",
+            "duroxide-runtime",
+            "--bench",
+            "workloads",
+            "--",
+            "pg",
+        ],
+    ),
+    Step::new("python workloads", &["bash", "crates/duroxide-py/run_bench.sh"]),
 ];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {

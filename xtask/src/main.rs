@@ -15,7 +15,7 @@ usage: cargo xtask <command>
 commands:
   test                           fmt check, clippy (-D warnings), all tests: what CI runs
   conformance <sqlite|postgres>  run the provider conformance suite against one provider
-  bench                          run the criterion benchmarks (core replay, sqlite provider cycle)
+  bench                          run the benchmarks: core replay, provider cycle, runtime and Python workloads
   soak [--minutes N]             chaos, crash and fuzz runs with random seeds for about N minutes (default 10)";
 
 /// Bad command-line arguments; reported with the usage text and exit code 2, as getopt-style tools do.

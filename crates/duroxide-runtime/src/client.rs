@@ -107,6 +107,9 @@ fn check_name(what: &str, name: &str) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// How long a waiting client polls every millisecond before backing off (see `Client::wait_until`).
+const FAST_POLL_PERIOD: Duration = Duration::from_millis(20);
+
 impl Client {
     pub fn new(provider: Arc<dyn Provider>) -> Self {
         Client { provider }
@@ -309,8 +312,10 @@ impl Client {
         check_id(instance_id)?;
         let deadline = Instant::now() + timeout;
         let watch = ChangeWatch::new(instance_id);
-        // Start polling fast and back off: in-process changes wake us at once anyway, so polling
-        // only matters for changes made by other processes.
+        // In-process changes wake us at once; polling is for changes made by other processes. Poll
+        // every millisecond for a short while (most turns of a waiting client's instance finish within
+        // milliseconds, and a poll reads one row), then back off to `max_poll`.
+        let fast_until = Instant::now() + FAST_POLL_PERIOD;
         let mut interval = Duration::from_millis(1).min(max_poll);
         loop {
             let notified = watch.notify().notified();
@@ -341,7 +346,9 @@ impl Client {
                 _ = notified => {}
                 _ = tokio::time::sleep_until(wake_at) => {}
             }
-            interval = (interval * 2).min(max_poll.max(Duration::from_millis(1)));
+            if Instant::now() >= fast_until {
+                interval = (interval * 2).min(max_poll.max(Duration::from_millis(1)));
+            }
         }
     }
 
