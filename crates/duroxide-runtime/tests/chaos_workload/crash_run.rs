@@ -28,7 +28,8 @@ const WORKER_ENV: &str = "DUROXIDE_CRASH_DIR";
 const ROUND_ENV: &str = "DUROXIDE_CRASH_ROUND";
 const POINT_ENV: &str = "DUROXIDE_CRASH_POINT";
 const ANNOUNCE: &str = "DUROXIDE-CRASH-POINT";
-const READY: &str = "DUROXIDE-CRASH-READY";
+/// What a worker prints once its runtime has started.
+pub const READY: &str = "DUROXIDE-CRASH-READY";
 
 /// The test each crash binary declares as the worker entry point (it calls [`worker_main`]).
 const WORKER_TEST: &str = "crash_worker_process";
@@ -189,13 +190,13 @@ async fn worker(dir: PathBuf, round: u64, point: Option<Point>, n: u64) {
         }
         _ => HookAction::Continue,
     });
-    let journal = TurnMonitor::with_journal(&dir.join(format!("journal-{round}.log"))).unwrap();
+    let journal = TurnMonitor::with_journal(&journal_path(&dir, round)).unwrap();
     let store = Store::from_worker_env().open().await;
     let provider = FaultyProvider::new(store, FaultConfig::none(), round)
         .with_monitor(journal)
         .with_hook(hook);
     let effects = Arc::new(KillingEffects {
-        inner: FileEffects(dir.join("effects.log")),
+        inner: FileEffects(effects_path(&dir)),
         countdown: countdown(Point::Activity),
     });
     let options = RuntimeOptions {
@@ -217,8 +218,18 @@ async fn worker(dir: PathBuf, round: u64, point: Option<Point>, n: u64) {
 
 // ---- the parent -------------------------------------------------------------------------------------
 
+/// The lock journal of worker `round` in the run directory `dir`.
+pub fn journal_path(dir: &Path, round: u64) -> PathBuf {
+    dir.join(format!("journal-{round}.log"))
+}
+
+/// The side-effect log all worker processes of a run append to.
+pub fn effects_path(dir: &Path) -> PathBuf {
+    dir.join("effects.log")
+}
+
 /// A worker process and the lines it prints.
-struct WorkerProcess {
+pub struct WorkerProcess {
     child: Child,
     lines: mpsc::Receiver<String>,
     /// Every line read so far: a kill point may be announced before the worker says it is ready.
@@ -226,6 +237,11 @@ struct WorkerProcess {
 }
 
 impl WorkerProcess {
+    /// A worker with no kill point: it runs until it is killed.
+    pub fn spawn_plain(store: &Store, dir: &Path, round: u64) -> WorkerProcess {
+        WorkerProcess::spawn(store, dir, round, None)
+    }
+
     fn spawn(store: &Store, dir: &Path, round: u64, point: Option<(Point, u64)>) -> WorkerProcess {
         let exe = std::env::current_exe().expect("the test executable");
         let mut command = Command::new(exe);
@@ -258,8 +274,13 @@ impl WorkerProcess {
         }
     }
 
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for a line containing `prefix` (or finds one read earlier); `false` on timeout. Panics if the worker died.
-    fn wait_for(&mut self, prefix: &str, patience: Duration) -> bool {
+    pub fn wait_for(&mut self, prefix: &str, patience: Duration) -> bool {
         if self.seen.iter().any(|line| line.contains(prefix)) {
             return true;
         }
@@ -284,7 +305,7 @@ impl WorkerProcess {
     }
 
     /// SIGKILL (what `Child::kill` sends on Unix), then reap.
-    fn kill(self) {
+    pub fn kill(self) {
         // Dropping does it.
     }
 }
@@ -383,12 +404,10 @@ pub async fn run_seed(store: Store, seed: u64, kills: usize, scale: Scale, total
     super::wait_all(&client, &specs, FINISH_PATIENCE).await;
     last.kill();
 
-    let effects = FileEffects(dir.path().join("effects.log")).counts();
+    let effects = FileEffects(effects_path(dir.path())).counts();
     let context = format!("crash {label} seed {seed:#x} ({kills_done:?})");
     let verdict = super::check(&client, &specs, &effects, None, &context).await;
-    let journals: Vec<PathBuf> = (1..=round)
-        .map(|r| dir.path().join(format!("journal-{r}.log")))
-        .collect();
+    let journals: Vec<PathBuf> = (1..=round).map(|r| journal_path(dir.path(), r)).collect();
     let monitor = TurnMonitor::from_journals(&journals).expect("journals read");
     monitor.assert_clean();
     eprintln!(

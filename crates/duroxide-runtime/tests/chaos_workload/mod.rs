@@ -10,6 +10,7 @@
 
 pub mod chaos_run;
 pub mod crash_run;
+pub mod fleet_run;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use duroxide_core::Provider;
-use duroxide_postgres::PostgresProvider;
+use duroxide_postgres::{PostgresOptions, PostgresProvider};
 use duroxide_sqlite::SqliteProvider;
 
 pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -87,6 +87,26 @@ impl Store {
         }
     }
 
+    /// A new provider object on this PostgreSQL store whose connections (the pool's and the
+    /// listener's) carry `application_name`, so a test can find exactly them in `pg_stat_activity`
+    /// (and cut them) without touching other tests' connections. At most `max_connections` pooled.
+    pub async fn open_named(&self, application_name: &str, max_connections: usize) -> Arc<dyn Provider> {
+        let Store::Postgres { schema, .. } = self else {
+            panic!("only a PostgreSQL store has named connections");
+        };
+        let url = with_application_name(&pg_url(), application_name);
+        let options = PostgresOptions::default()
+            .with_schema(schema.as_str())
+            .with_max_connections(max_connections);
+        match PostgresProvider::connect_with(&url, options).await {
+            Ok(provider) => Arc::new(provider),
+            Err(e) => panic!(
+                "the PostgreSQL runs need a server at DUROXIDE_PG_URL (default {DEFAULT_PG_URL}) where the \
+                 user may create schemas: {e}"
+            ),
+        }
+    }
+
     /// Environment that lets a worker process open the same store.
     pub fn worker_env(&self) -> (&'static str, String) {
         match self {
@@ -106,6 +126,17 @@ impl Store {
         let schema = std::env::var(SCHEMA_ENV).expect("a worker process is given its store");
         Store::Postgres { schema, owned: false }
     }
+}
+
+/// `url` (a `postgres://` URL or a key=value string) with `application_name` set, overriding any
+/// name it carries (the last setting wins).
+pub fn with_application_name(url: &str, application_name: &str) -> String {
+    let url = url.trim();
+    if !url.contains("://") {
+        return format!("{url} application_name={application_name}");
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}application_name={application_name}")
 }
 
 impl Drop for Store {
