@@ -57,7 +57,9 @@ const BIG: &[&str] = &[
 fn orchestrator_statements_use_indexes() {
     let conn = database();
     for (name, sql) in [
-        ("lock next instance", oq::LOCK_NEXT_INSTANCE),
+        ("next instance", oq::NEXT_INSTANCE),
+        ("lock instance", oq::LOCK_INSTANCE),
+        ("visible messages", oq::VISIBLE_MESSAGES),
         ("claim messages", oq::CLAIM_MESSAGES),
         ("read history", oq::READ_HISTORY),
         ("history length", oq::HISTORY_LEN),
@@ -68,12 +70,13 @@ fn orchestrator_statements_use_indexes() {
         ("locked instance", oq::LOCKED_INSTANCE),
         ("delete fetched", turn_ack::DELETE_FETCHED),
         ("release instance", turn_ack::UPDATE_INSTANCE),
+        ("messages waiting", turn_ack::HAS_MESSAGES),
         ("append event", turn_ack::INSERT_EVENT),
     ] {
         assert_indexed(&conn, name, sql, BIG);
     }
     // The fetch walks messages oldest first straight from the visibility index.
-    let steps = plan(&conn, oq::LOCK_NEXT_INSTANCE).join("\n");
+    let steps = plan(&conn, oq::NEXT_INSTANCE).join("\n");
     assert!(steps.contains("orchestrator_queue_by_visibility"), "{steps}");
 }
 
@@ -81,6 +84,7 @@ fn orchestrator_statements_use_indexes() {
 fn worker_statements_use_indexes() {
     let conn = database();
     assert_indexed(&conn, "cancel", turn_ack::CANCEL_WORK_ITEM, &["worker_queue"]);
+    assert_indexed(&conn, "read item", worker_queue::READ_ITEM, &["worker_queue"]);
     assert_indexed(&conn, "lock item", worker_queue::LOCK_ITEM, &["worker_queue"]);
     let routing = SessionRouting {
         owner_id: "o".into(),

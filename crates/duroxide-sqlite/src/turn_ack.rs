@@ -45,8 +45,12 @@ pub(crate) const UPDATE_INSTANCE: &str = "
         name = COALESCE(?7, name), version = COALESCE(?8, version),
         custom_status = CASE WHEN ?9 THEN ?10 ELSE custom_status END,
         custom_status_version = custom_status_version + ?9
-    WHERE instance_id = ?1
-    RETURNING EXISTS (SELECT 1 FROM orchestrator_queue WHERE instance_id = ?1)";
+    WHERE instance_id = ?1";
+
+/// Whether messages wait for the instance (they arrived during the turn). A separate statement rather
+/// than `RETURNING`, which makes SQLite build a temporary B-tree.
+pub(crate) const HAS_MESSAGES: &str =
+    "SELECT EXISTS (SELECT 1 FROM orchestrator_queue WHERE instance_id = ?1)";
 
 /// How many rows `ack` inserts or deletes besides its fixed statements: a measure of its duration.
 pub(crate) fn rows_written(ack: &TurnAck) -> usize {
@@ -146,25 +150,25 @@ pub(crate) fn ack(conn: &Connection, token: &str, ack: &TurnAck) -> Result<AckEf
         CustomStatusChange::Unchanged => (false, None),
         CustomStatusChange::Set(value) => (true, value.as_deref()),
     };
-    let has_messages: bool = conn
-        .prepare_cached(UPDATE_INSTANCE)
+    conn.prepare_cached(UPDATE_INSTANCE)
         .and_then(|mut stmt| {
-            stmt.query_row(
-                params![
-                    instance_id,
-                    now,
-                    ack.execution_id,
-                    instance_status.map(|s| s.as_str()),
-                    ack.output,
-                    new_execution,
-                    ack.name,
-                    ack.version,
-                    custom_set,
-                    custom_value
-                ],
-                |row| row.get(0),
-            )
+            stmt.execute(params![
+                instance_id,
+                now,
+                ack.execution_id,
+                instance_status.map(|s| s.as_str()),
+                ack.output,
+                new_execution,
+                ack.name,
+                ack.version,
+                custom_set,
+                custom_value
+            ])
         })
+        .map_err(sql(OP))?;
+    let has_messages: bool = conn
+        .prepare_cached(HAS_MESSAGES)
+        .and_then(|mut stmt| stmt.query_row([instance_id], |row| row.get(0)))
         .map_err(sql(OP))?;
     // Messages that arrived during the turn wait for this lock's release; their fetchers must hear of it.
     effects.orchestrator_work |= has_messages;

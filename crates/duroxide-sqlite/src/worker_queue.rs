@@ -14,9 +14,14 @@ use crate::orchestrator_queue::enqueue_from_ack;
 use crate::rows::text_lossy;
 use crate::wakeups::Polled;
 
-pub(crate) const LOCK_ITEM: &str = "
-    UPDATE worker_queue SET lock_token = ?1, locked_until_ms = ?2, attempt = attempt + 1 WHERE id = ?3
-    RETURNING instance_id, execution_id, event_id, payload, attempt, session_id, tag";
+/// The candidate item, with the attempt count its lock gives it. (A SELECT and an UPDATE by key
+/// rather than `UPDATE … RETURNING`, for which SQLite builds a temporary B-tree.)
+pub(crate) const READ_ITEM: &str = "
+    SELECT instance_id, execution_id, event_id, payload, attempt + 1, session_id, tag
+    FROM worker_queue WHERE id = ?1";
+
+pub(crate) const LOCK_ITEM: &str =
+    "UPDATE worker_queue SET lock_token = ?1, locked_until_ms = ?2, attempt = attempt + 1 WHERE id = ?3";
 
 const CLAIM_SESSION: &str = "
     INSERT INTO sessions (session_id, owner_id, locked_until_ms) VALUES (?1, ?2, ?3)
@@ -126,25 +131,31 @@ pub(crate) fn fetch(
 
     let secret = lock_token::new_secret();
     let lease = conn
-        .prepare_cached(LOCK_ITEM)
+        .prepare_cached(READ_ITEM)
         .and_then(|mut stmt| {
-            stmt.query_row(
-                params![secret, now.saturating_add(duration_ms(request.lock_timeout)), id],
-                |row| {
-                    Ok(WorkItemLease {
-                        lock_token: lock_token::token(&secret, &id.to_string()),
-                        activity: ActivityRef {
-                            instance_id: row.get(0)?,
-                            execution_id: row.get(1)?,
-                            event_id: row.get(2)?,
-                        },
-                        payload: text_lossy(row, 3)?,
-                        attempt: row.get(4)?,
-                        session_id: row.get(5)?,
-                        tag: row.get(6)?,
-                    })
-                },
-            )
+            stmt.query_row([id], |row| {
+                Ok(WorkItemLease {
+                    lock_token: lock_token::token(&secret, &id.to_string()),
+                    activity: ActivityRef {
+                        instance_id: row.get(0)?,
+                        execution_id: row.get(1)?,
+                        event_id: row.get(2)?,
+                    },
+                    payload: text_lossy(row, 3)?,
+                    attempt: row.get(4)?,
+                    session_id: row.get(5)?,
+                    tag: row.get(6)?,
+                })
+            })
+        })
+        .map_err(sql(OP))?;
+    conn.prepare_cached(LOCK_ITEM)
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                secret,
+                now.saturating_add(duration_ms(request.lock_timeout)),
+                id
+            ])
         })
         .map_err(sql(OP))?;
     if let (Some(session_id), Some(routing)) = (&lease.session_id, &request.session) {
