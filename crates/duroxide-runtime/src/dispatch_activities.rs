@@ -12,13 +12,16 @@ use duroxide_core::{ErrorDetails, ErrorKind, OrchestratorMessage};
 
 use crate::activity::{ActivityContext, ActivityFuture};
 use crate::cancel::CancelSignal;
-use crate::dispatch_orchestrations::{panic_message, ErrorBackoff};
+use crate::dispatch_orchestrations::{panic_message, ErrorBackoff, PendingAck};
 use crate::metrics::Metrics;
 use crate::runtime::Shared;
 
-/// One worker slot: loops until the runtime stops.
+/// One worker slot: loops until the runtime stops. An activity's completion is acked while the slot
+/// already fetches its next item (one ack in flight at most), so the two share a provider round trip or
+/// transaction instead of following each other.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut backoff = ErrorBackoff::default();
+    let mut in_flight: Option<PendingAck> = None;
     while !shared.stopping() {
         let request = WorkerFetch {
             lock_timeout: shared.options.worker_lock_timeout,
@@ -29,11 +32,14 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 may_claim_new: shared.sessions.may_claim_new(),
             }),
         };
-        match shared
+        let fetch = shared
             .provider
-            .fetch_work_item(&request, shared.options.dispatcher_poll_interval)
-            .await
-        {
+            .fetch_work_item(&request, shared.options.dispatcher_poll_interval);
+        let fetched = match in_flight.take() {
+            Some(ack) => tokio::join!(ack, fetch).1,
+            None => fetch.await,
+        };
+        match fetched {
             Ok(Some(lease)) => {
                 backoff.reset();
                 Metrics::inc(&shared.metrics.worker_dispatcher_items_fetched);
@@ -41,7 +47,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 if let Some(s) = &session {
                     shared.sessions.begin(s);
                 }
-                execute(&shared, lease).await;
+                in_flight = execute(&shared, lease).await;
                 if let Some(s) = &session {
                     shared.sessions.end(s);
                 }
@@ -54,7 +60,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
         }
     }
+    if let Some(ack) = in_flight {
+        ack.await;
+    }
 }
+
 
 /// The completion message for an activity, built from the lease's explicit identity (so it can be
 /// sent even when the payload itself is unreadable).
@@ -80,7 +90,9 @@ fn completion(lease: &WorkItemLease, result: Result<String, ErrorDetails>) -> Ne
     }
 }
 
-async fn execute(shared: &Shared, lease: WorkItemLease) {
+/// Runs the item's activity; returns the ack of its completion, for the caller to await (the rare
+/// outcomes — poison, unreadable, unregistered, built-in calls — are acked before returning).
+async fn execute(shared: &Arc<Shared>, lease: WorkItemLease) -> Option<PendingAck> {
     let max = shared.options.max_attempts;
     if lease.attempt > max {
         let message = format!(
@@ -88,7 +100,8 @@ async fn execute(shared: &Shared, lease: WorkItemLease) {
             lease.activity.event_id, lease.activity.instance_id, lease.attempt
         );
         Metrics::inc(&shared.metrics.activity_poison);
-        return finish(shared, &lease, Err(ErrorDetails::new(ErrorKind::Poison, message))).await;
+        finish(shared, &lease, Err(ErrorDetails::new(ErrorKind::Poison, message))).await;
+        return None;
     }
     let work = match codec::decode_activity(&lease.payload) {
         Ok(work) => work,
@@ -97,19 +110,22 @@ async fn execute(shared: &Shared, lease: WorkItemLease) {
                 "work item for instance {} is unreadable: {error}",
                 lease.activity.instance_id
             );
-            return retry_or_fail(shared, &lease, ErrorKind::Poison, reason).await;
+            retry_or_fail(shared, &lease, ErrorKind::Poison, reason).await;
+            return None;
         }
     };
     if work.name == SYSCALL_GET_KV_VALUE {
         let result = syscall_get_kv_value(shared, &work).await;
-        return finish(shared, &lease, result).await;
+        finish(shared, &lease, result).await;
+        return None;
     }
     let Some(handler) = shared.activities.get(&work.name) else {
         let reason = format!(
             "activity {:?} is not registered on worker {}",
             work.name, shared.node_id
         );
-        return retry_or_fail(shared, &lease, ErrorKind::Configuration, reason).await;
+        retry_or_fail(shared, &lease, ErrorKind::Configuration, reason).await;
+        return None;
     };
 
     let cancel = CancelSignal::default();
@@ -162,17 +178,20 @@ async fn execute(shared: &Shared, lease: WorkItemLease) {
         cancel.cancel();
         drop(activity);
         let _ = shared.provider.abandon_work_item(&lease.lock_token, None).await;
-        return;
+        return None;
     };
     if cancel.is_cancelled() {
         tracing::debug!(target: "duroxide::runtime", instance_id = %lease.activity.instance_id, activity_id = lease.activity.event_id, "activity was cancelled; its result is discarded");
-        return;
+        return None;
     }
     match &result {
         Ok(_) => Metrics::inc(&shared.metrics.activity_success),
         Err(_) => Metrics::inc(&shared.metrics.activity_app_errors),
     }
-    finish(shared, &lease, result.map_err(ErrorDetails::application)).await;
+    let shared = shared.clone();
+    Some(Box::pin(async move {
+        finish(&shared, &lease, result.map_err(ErrorDetails::application)).await;
+    }))
 }
 
 /// Polls an activity's future, turning a panic into an error instead of unwinding into the

@@ -1,5 +1,7 @@
 //! The orchestration dispatcher: fetch a locked instance, run its turn, ack it (or abandon it).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -48,24 +50,31 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a non-text panic payload".to_string())
 }
 
-/// One dispatcher slot: loops until the runtime stops.
+/// The commit of a processed turn, still to be awaited.
+pub(crate) type PendingAck = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One dispatcher slot: loops until the runtime stops. A turn's ack is committed while the slot
+/// already fetches its next item (one ack in flight at most), so the two share a provider round trip or
+/// transaction instead of following each other; the instance itself stays locked until its ack.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut backoff = ErrorBackoff::default();
     let options = &shared.options;
+    let mut in_flight: Option<PendingAck> = None;
     while !shared.stopping() {
-        let fetched = shared
-            .provider
-            .fetch_orchestration_item_cached(
-                options.orchestrator_lock_timeout,
-                options.dispatcher_poll_interval,
-                shared.cache.clone(),
-            )
-            .await;
+        let fetch = shared.provider.fetch_orchestration_item_cached(
+            options.orchestrator_lock_timeout,
+            options.dispatcher_poll_interval,
+            shared.cache.clone(),
+        );
+        let fetched = match in_flight.take() {
+            Some(ack) => tokio::join!(ack, fetch).1,
+            None => fetch.await,
+        };
         match fetched {
             Ok(Some(fetched)) => {
                 backoff.reset();
                 Metrics::inc(&shared.metrics.orch_dispatcher_items_fetched);
-                handle(&shared, fetched).await;
+                in_flight = handle(&shared, fetched).await;
             }
             Ok(None) => backoff.reset(),
             Err(error) => {
@@ -74,6 +83,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 backoff.wait(&shared).await;
             }
         }
+    }
+    if let Some(ack) = in_flight {
+        ack.await;
     }
 }
 
@@ -100,7 +112,9 @@ fn guarded(turn: impl FnOnce() -> Option<TurnDecision>) -> Ran {
     }
 }
 
-async fn handle(shared: &Shared, fetched: CachedFetch) {
+/// Runs the fetched item's turn; returns its commit, for the caller to await (an abandon is done
+/// before returning).
+async fn handle(shared: &Arc<Shared>, fetched: CachedFetch) -> Option<PendingAck> {
     let CachedFetch {
         mut item,
         omitted_history_len,
@@ -134,7 +148,7 @@ async fn handle(shared: &Shared, fetched: CachedFetch) {
                     .provider
                     .abandon_orchestration_item(&item.lock_token, None)
                     .await;
-                return;
+                return None;
             }
         }
     }
@@ -159,13 +173,16 @@ async fn handle(shared: &Shared, fetched: CachedFetch) {
             if let Some(engine) = engine {
                 shared.cache.put(item.instance_id.clone(), engine);
             }
-            if commit(shared, &item, *ack).await {
-                shared.cancel_local(&cancels);
-                record(shared, &item, &report);
-                notify::instance_changed(&item.instance_id);
-            } else {
-                drop(shared.cache.take(&item.instance_id));
-            }
+            let shared = shared.clone();
+            Some(Box::pin(async move {
+                if commit(&shared, &item, *ack).await {
+                    shared.cancel_local(&cancels);
+                    record(&shared, &item, &report);
+                    notify::instance_changed(&item.instance_id);
+                } else {
+                    drop(shared.cache.take(&item.instance_id));
+                }
+            }))
         }
         TurnDecision::Abandon { delay, reason } => {
             tracing::warn!(target: "duroxide::runtime", instance_id = %item.instance_id, attempt = item.attempt, "{reason}; retrying in {} ms", delay.as_millis());
@@ -177,6 +194,7 @@ async fn handle(shared: &Shared, fetched: CachedFetch) {
                 Metrics::inc(&shared.metrics.provider_errors);
                 tracing::warn!(target: "duroxide::runtime", instance_id = %item.instance_id, %error, "abandon failed; the lock will expire");
             }
+            None
         }
     }
 }
