@@ -39,7 +39,8 @@
 //!   and no live lock. The fetch returns every visible message of that instance in enqueue order,
 //!   increments each returned message's attempt count (`attempt` = the highest), and remembers exactly
 //!   which messages it returned: the ack deletes those and no others.
-//! * Lock tokens are unique across processes and hosts (random, at least 122 bits).
+//! * Lock tokens are unique across processes and hosts (random per lock, or a random per-process
+//!   prefix of at least 64 bits followed by a per-process sequence).
 //! * `ack_orchestration_item` with an unknown or expired token fails with `LockLost` and changes
 //!   nothing. Otherwise, in one transaction: history records are inserted under
 //!   `(instance, ack.execution_id, event_id)` — a record whose id already exists fails the whole ack
