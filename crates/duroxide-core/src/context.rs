@@ -417,10 +417,7 @@ impl OrchestrationContext {
             Some(id) => id.to_string(),
             None if st.replaying => String::new(),
             // The execution id keeps children of successive executions apart (event ids restart).
-            None => format!(
-                "{}::sub::{}.{}",
-                st.instance_id, st.execution_id, st.next_event_id
-            ),
+            None => derived_child_id(&st.instance_id, st.execution_id, st.next_event_id),
         };
         let kind = EventKind::SubOrchestrationScheduled {
             name: name.to_string(),
@@ -877,5 +874,55 @@ impl Future for ContinueAsNew {
 
     fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
         Poll::Pending
+    }
+}
+
+/// The id of a child started without one: `<parent>::sub::<execution>.<event id>`, unique per parent
+/// because the engine never reuses an (execution, event) pair. When that would pass the instance-id
+/// limit, the parent part is cut and followed by a stable hash of the whole parent id (FNV-1a, the same
+/// in every version), so the id stays addressable and distinct parents still get distinct children.
+pub(crate) fn derived_child_id(parent: &str, execution_id: u64, event_id: u64) -> String {
+    let suffix = format!("::sub::{execution_id}.{event_id}");
+    if parent.len() + suffix.len() <= limits::MAX_INSTANCE_ID_BYTES {
+        return format!("{parent}{suffix}");
+    }
+    let hash = parent.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let hash = format!("~{hash:016x}");
+    let mut cut = limits::MAX_INSTANCE_ID_BYTES.saturating_sub(suffix.len() + hash.len());
+    while !parent.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{hash}{suffix}", &parent[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::derived_child_id;
+    use crate::limits::{validate_instance_id, MAX_INSTANCE_ID_BYTES};
+
+    #[test]
+    fn a_derived_child_id_names_its_parent_and_position() {
+        assert_eq!(derived_child_id("order-7", 2, 15), "order-7::sub::2.15");
+    }
+
+    #[test]
+    fn a_derived_child_id_of_a_long_parent_stays_within_the_limit_and_distinct() {
+        let a = "p".repeat(MAX_INSTANCE_ID_BYTES);
+        let b = format!("{}q", "p".repeat(MAX_INSTANCE_ID_BYTES - 1));
+        let multibyte = "é".repeat(MAX_INSTANCE_ID_BYTES / 2);
+        for parent in [&a, &b, &multibyte] {
+            let child = derived_child_id(parent, u64::MAX, u64::MAX);
+            assert!(validate_instance_id(&child).is_ok(), "{child}");
+            assert!(child.ends_with(&format!("::sub::{}.{}", u64::MAX, u64::MAX)));
+            assert_eq!(
+                child,
+                derived_child_id(parent, u64::MAX, u64::MAX),
+                "deterministic"
+            );
+        }
+        assert_ne!(derived_child_id(&a, 1, 5), derived_child_id(&b, 1, 5));
+        assert_ne!(derived_child_id(&a, 1, 5), derived_child_id(&a, 1, 6));
     }
 }
