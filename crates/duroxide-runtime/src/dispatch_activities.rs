@@ -65,7 +65,6 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
-
 /// The completion message for an activity, built from the lease's explicit identity (so it can be
 /// sent even when the payload itself is unreadable).
 fn completion(lease: &WorkItemLease, result: Result<String, ErrorDetails>) -> NewMessage {
