@@ -50,6 +50,20 @@ const STEPS: &[Step] = &[
             "pg",
         ],
     ),
+    // The same with the runtime in a child process: cross-process latency and the idle load.
+    Step::new(
+        "runtime workloads (postgres, across processes)",
+        &[
+            "cargo",
+            "bench",
+            "-p",
+            "duroxide-runtime",
+            "--bench",
+            "workloads",
+            "--",
+            "pg-xproc",
+        ],
+    ),
     Step::new("python workloads", &["bash", "crates/duroxide-py/run_bench.sh"]),
 ];
 

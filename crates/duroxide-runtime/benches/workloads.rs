@@ -2,8 +2,12 @@
 //! backend: hello latency, chain3 throughput, fan-out throughput, timer throughput, and the resident
 //! memory of 10,000 orchestrations waiting on an event.
 //!
-//! Run: `cargo bench -p duroxide-runtime --bench workloads [-- mem|file|pg [N]]`. `pg` reads
-//! `DUROXIDE_PG_URL` (default: the local server) and uses a fresh schema, dropped afterwards.
+//! Run: `cargo bench -p duroxide-runtime --bench workloads [-- mem|file|pg|pg-xproc [N]]`. `pg` reads
+//! `DUROXIDE_PG_URL` (default: the local server) and uses a fresh schema, dropped afterwards;
+//! `pg-xproc` runs the runtime in a child process and the client here (see `workloads/xproc.rs`).
+
+#[path = "workloads/xproc.rs"]
+mod xproc;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +19,7 @@ use duroxide_runtime::{
 };
 use duroxide_sqlite::SqliteProvider;
 
-fn registries() -> (ActivityRegistry, OrchestrationRegistry) {
+pub(crate) fn registries() -> (ActivityRegistry, OrchestrationRegistry) {
     let mut a = ActivityRegistry::new();
     a.register("Echo", |_ctx: ActivityContext, x: String| async move { Ok(x) })
         .unwrap();
@@ -61,7 +65,7 @@ fn rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-async fn wait_all(client: &Client, ids: &[String]) {
+pub(crate) async fn wait_all(client: &Client, ids: &[String]) {
     for id in ids {
         let s = client
             .wait_for_orchestration(id, Duration::from_secs(600))
@@ -197,8 +201,20 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let pg_url = std::env::var("DUROXIDE_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+    if xproc::serve_if_child(&rt, &pg_url) {
+        return;
+    }
     for backend in backends {
-        let out = rt.block_on(run(&backend, n));
+        let out = if backend == "pg-xproc" {
+            let schema = format!("bench_x{}", std::process::id());
+            let out = rt.block_on(xproc::run(&pg_url, &schema, n));
+            drop_schema(&pg_url, &schema);
+            out
+        } else {
+            rt.block_on(run(&backend, n))
+        };
         println!("{out}");
     }
 }
