@@ -75,6 +75,26 @@ pub(crate) async fn wait_all(client: &Client, ids: &[String]) {
     }
 }
 
+/// 100 hello orchestrations one after the other (after a warm-up): start-to-completed latency in ms,
+/// sorted.
+pub(crate) async fn hello_latencies_ms(client: &Client) -> Vec<f64> {
+    client.start_orchestration("warm", "Hello", "w").await.unwrap();
+    wait_all(client, &["warm".into()]).await;
+    let mut lat = Vec::new();
+    for i in 0..100 {
+        let id = format!("lat-{i}");
+        let t = Instant::now();
+        client.start_orchestration(&id, "Hello", "x").await.unwrap();
+        client
+            .wait_for_orchestration(&id, Duration::from_secs(30))
+            .await
+            .unwrap();
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    lat
+}
+
 async fn run(backend: &str, n: usize) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let pg_url = std::env::var("DUROXIDE_PG_URL")
@@ -98,21 +118,7 @@ async fn run(backend: &str, n: usize) -> serde_json::Value {
     let runtime = Runtime::start(provider.clone(), a, o, options).await.unwrap();
     let client = Client::new(provider.clone());
 
-    client.start_orchestration("warm", "Hello", "w").await.unwrap();
-    wait_all(&client, &["warm".into()]).await;
-
-    let mut lat = Vec::new();
-    for i in 0..100 {
-        let id = format!("lat-{i}");
-        let t = Instant::now();
-        client.start_orchestration(&id, "Hello", "x").await.unwrap();
-        client
-            .wait_for_orchestration(&id, Duration::from_secs(30))
-            .await
-            .unwrap();
-        lat.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let lat = hello_latencies_ms(&client).await;
 
     let t = Instant::now();
     let ids: Vec<String> = (0..n).map(|i| format!("c-{i}")).collect();

@@ -3,8 +3,7 @@
 
 use duroxide_core::limits::validate_instance_id;
 use duroxide_core::provider::{
-    CachedFetch, HistoryCache, HistoryRecord, InstanceCreation, NewMessage, OrchestrationItem, ProviderError,
-    StoredMessage,
+    CachedFetch, HistoryCache, InstanceCreation, NewMessage, OrchestrationItem, ProviderError, StoredMessage,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -271,7 +270,7 @@ pub(crate) fn fetch(
     let history = if omitted_history_len.is_some() {
         Vec::new()
     } else {
-        read_history(conn, OP, &instance.instance_id, instance.current_execution_id)?
+        crate::reads::history(conn, OP, &instance.instance_id, instance.current_execution_id)?
     };
     let kv_snapshot = conn
         .prepare_cached(READ_KV_SNAPSHOT)
@@ -301,27 +300,6 @@ pub(crate) fn fetch(
         },
         more,
     })
-}
-
-/// One execution's history, in event-id order.
-fn read_history(
-    conn: &Connection,
-    operation: &'static str,
-    instance_id: &str,
-    execution_id: u64,
-) -> Result<Vec<HistoryRecord>, ProviderError> {
-    conn.prepare_cached(READ_HISTORY)
-        .and_then(|mut stmt| {
-            stmt.query_map(params![instance_id, execution_id], |row| {
-                Ok(HistoryRecord {
-                    event_id: row.get(0)?,
-                    kind: text_lossy(row, 1)?,
-                    payload: text_lossy(row, 2)?,
-                })
-            })?
-            .collect()
-        })
-        .map_err(sql(operation))
 }
 
 /// An instance under a live lock, found by its token.

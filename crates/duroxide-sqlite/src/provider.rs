@@ -402,8 +402,10 @@ impl Provider for SqliteProvider {
         execution_id: u64,
     ) -> Result<Vec<HistoryRecord>, ProviderError> {
         let id = instance_id.to_owned();
-        self.long("read_history", move |c| reads::history(c, &id, execution_id))
-            .await
+        self.long("read_history", move |c| {
+            reads::history(c, "read_history", &id, execution_id)
+        })
+        .await
     }
 
     async fn get_kv_value(&self, instance_id: &str, key: &str) -> Result<Option<String>, ProviderError> {

@@ -40,6 +40,7 @@ pub(crate) fn custom_status(
 /// One execution's history in event-id order; empty for an unknown instance or execution.
 pub(crate) fn history(
     conn: &Connection,
+    operation: &'static str,
     instance_id: &str,
     execution_id: u64,
 ) -> Result<Vec<HistoryRecord>, ProviderError> {
@@ -54,7 +55,7 @@ pub(crate) fn history(
             })?
             .collect()
         })
-        .map_err(sql("read_history"))
+        .map_err(sql(operation))
 }
 
 pub(crate) fn kv_value(

@@ -83,20 +83,7 @@ pub async fn run(url: &str, schema: &str, n: usize) -> serde_json::Value {
     let client = Client::new(provider.clone());
     let (mut child, mut stdout) = spawn_runtime(schema);
 
-    client.start_orchestration("warm", "Hello", "w").await.unwrap();
-    crate::wait_all(&client, &["warm".into()]).await;
-    let mut lat = Vec::new();
-    for i in 0..100 {
-        let id = format!("lat-{i}");
-        let t = Instant::now();
-        client.start_orchestration(&id, "Hello", "x").await.unwrap();
-        client
-            .wait_for_orchestration(&id, Duration::from_secs(30))
-            .await
-            .unwrap();
-        lat.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let lat = crate::hello_latencies_ms(&client).await;
 
     let t = Instant::now();
     let ids: Vec<String> = (0..n).map(|i| format!("c-{i}")).collect();
