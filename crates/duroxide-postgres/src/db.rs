@@ -7,7 +7,9 @@ use duroxide_core::provider::ProviderError;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
+use crate::batch::{Committer, Failure, Param};
 use crate::error::{pool_error, sql_err};
+use crate::mux::Mux;
 use crate::schema::Schema;
 
 /// SQL of the hot paths, rendered once for the schema (the statement cache is keyed by text).
@@ -72,10 +74,13 @@ impl Statements {
     }
 }
 
-/// Pooled connections to one schema.
+/// Connections to one schema: shared ones for single statements (see `mux`), ones that commit acks
+/// in batches (see `batch`), pooled ones for transactions and slow statements.
 #[derive(Debug)]
 pub(crate) struct Db {
     pool: Pool,
+    mux: Mux,
+    committer: Committer,
     schema: Schema,
     pub(crate) sql: Statements,
     /// Statements sent to the server (see [`Db::round_trips`]).
@@ -83,10 +88,12 @@ pub(crate) struct Db {
 }
 
 impl Db {
-    pub(crate) fn new(pool: Pool, schema: Schema) -> Db {
+    pub(crate) fn new(pool: Pool, mux: Mux, committer: Committer, schema: Schema) -> Db {
         let sql = Statements::new(&schema);
         Db {
             pool,
+            mux,
+            committer,
             schema,
             sql,
             round_trips: AtomicU64::new(0),
@@ -180,7 +187,8 @@ impl Db {
             .map_err(sql_err(operation))
     }
 
-    /// Runs one statement and returns its rows, mapping errors with `on_error`.
+    /// Runs one statement (a transaction by itself) on a shared connection and returns its rows,
+    /// mapping errors with `on_error`.
     pub(crate) async fn query_mapped(
         &self,
         operation: &'static str,
@@ -188,13 +196,32 @@ impl Db {
         params: &[&(dyn ToSql + Sync)],
         on_error: impl FnOnce(tokio_postgres::Error) -> ProviderError,
     ) -> Result<Vec<Row>, ProviderError> {
-        let client = self.client(operation).await?;
-        let statement = self.prepare(&client, operation, sql).await?;
+        let conn = self.mux.lease(operation).await?;
+        let (statement, prepared) = conn.statement(sql).await.map_err(sql_err(operation))?;
+        if prepared {
+            self.count();
+        }
         self.count();
-        client.query(&statement, params).await.map_err(on_error)
+        conn.client().query(&statement, params).await.map_err(on_error)
     }
 
-    /// Runs one statement and returns its rows.
+    /// Runs one statement that must be durable (an ack) in the next batch of acks (see `batch`) and
+    /// returns its rows once the batch committed, mapping its own errors with `on_error`.
+    pub(crate) async fn commit_query(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: Vec<Param>,
+        on_error: impl FnOnce(tokio_postgres::Error) -> ProviderError,
+    ) -> Result<Vec<Row>, ProviderError> {
+        match self.committer.run(operation, sql, params, &|| self.count()).await {
+            Ok(rows) => Ok(rows),
+            Err(Failure::Sql(err)) => Err(on_error(err)),
+            Err(Failure::Provider(err)) => Err(err),
+        }
+    }
+
+    /// Runs one statement (a transaction by itself) and returns its rows.
     pub(crate) async fn query(
         &self,
         operation: &'static str,
@@ -212,14 +239,7 @@ impl Db {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, ProviderError> {
-        let mut rows = self.query(operation, sql, params).await?;
-        match (rows.pop(), rows.is_empty()) {
-            (Some(row), true) => Ok(row),
-            _ => Err(ProviderError::permanent(
-                operation,
-                "the statement did not return exactly one row",
-            )),
-        }
+        exactly_one(operation, self.query(operation, sql, params).await?)
     }
 
     /// Runs one statement that returns at most one row.
@@ -229,14 +249,7 @@ impl Db {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, ProviderError> {
-        let mut rows = self.query(operation, sql, params).await?;
-        if rows.len() > 1 {
-            return Err(ProviderError::permanent(
-                operation,
-                "the statement returned more than one row",
-            ));
-        }
-        Ok(rows.pop())
+        at_most_one(operation, self.query(operation, sql, params).await?)
     }
 
     /// Runs one statement and returns how many rows it changed.
@@ -246,12 +259,59 @@ impl Db {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, ProviderError> {
-        let client = self.client(operation).await?;
-        let statement = self.prepare(&client, operation, sql).await?;
+        let conn = self.mux.lease(operation).await?;
+        let (statement, prepared) = conn.statement(sql).await.map_err(sql_err(operation))?;
+        if prepared {
+            self.count();
+        }
         self.count();
-        client
+        conn.client()
             .execute(&statement, params)
             .await
             .map_err(sql_err(operation))
     }
+
+    /// Like [`query`](Self::query) on a pooled connection of its own, for statements slow enough to
+    /// hold up the calls queued behind them on a shared one (scans over whole tables).
+    pub(crate) async fn query_pooled(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, ProviderError> {
+        let client = self.client(operation).await?;
+        let statement = self.prepare(&client, operation, sql).await?;
+        self.count();
+        client.query(&statement, params).await.map_err(sql_err(operation))
+    }
+
+    /// Like [`query_one`](Self::query_one) on a pooled connection.
+    pub(crate) async fn query_one_pooled(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, ProviderError> {
+        exactly_one(operation, self.query_pooled(operation, sql, params).await?)
+    }
+}
+
+fn exactly_one(operation: &'static str, mut rows: Vec<Row>) -> Result<Row, ProviderError> {
+    match (rows.pop(), rows.is_empty()) {
+        (Some(row), true) => Ok(row),
+        _ => Err(ProviderError::permanent(
+            operation,
+            "the statement did not return exactly one row",
+        )),
+    }
+}
+
+fn at_most_one(operation: &'static str, mut rows: Vec<Row>) -> Result<Option<Row>, ProviderError> {
+    if rows.len() > 1 {
+        return Err(ProviderError::permanent(
+            operation,
+            "the statement returned more than one row",
+        ));
+    }
+    Ok(rows.pop())
 }

@@ -2,14 +2,19 @@
 //!
 //! # Design
 //!
-//! * **One round trip per fetch and per ack.** The hot operations are PL/pgSQL functions installed by
+//! * **One statement per fetch and per ack.** The hot operations are PL/pgSQL functions installed by
 //!   the migrations; a fetch (lock the next instance, stamp its messages, read history and KV) and a
 //!   turn's whole ack (history, metadata, KV, worker items, messages, cancellations, lock release) are
-//!   each one prepared statement, one transaction. Acks pass their parts as arrays, never as parsed
-//!   payloads: the provider stores what it is given. Fetches and abandons commit without waiting for
-//!   their WAL flush (`synchronous_commit = off` for that transaction only): a lock or an attempt
-//!   count lost in a server crash is soft state (the holder's ack fails with `LockLost` and the turn is
-//!   redone), while every ack, create and enqueue is durable before it returns.
+//!   each one prepared statement. Acks pass their parts as arrays, never as parsed payloads: the
+//!   provider stores what it is given. Fetches and abandons commit without waiting for their WAL flush
+//!   (`synchronous_commit = off` for that transaction only): a lock or an attempt count lost in a
+//!   server crash is soft state (the holder's ack fails with `LockLost` and the turn is redone),
+//!   while every ack, create and enqueue is durable before it returns.
+//! * **Few round trips under load.** On a busy server a round trip costs more than the statement in
+//!   it. Single statements share a few connections and concurrent ones are pipelined (`mux` in the
+//!   source); concurrent acks share one transaction and one WAL flush (group commit, `batch`), and an
+//!   ack that fails there runs again alone, so it never fails another. Transactions of several
+//!   statements (deletes, pruning) and scans over whole tables use pooled connections of their own.
 //! * **Claims that never wait and never miss.** Candidates are locked with `FOR NO KEY UPDATE SKIP
 //!   LOCKED`, so concurrent fetchers move on to the next free instance or item instead of blocking or
 //!   reporting "no work". Session claims re-check ownership atomically.
@@ -19,9 +24,14 @@
 //!   same ack repeated after a lost reply succeeds instead of failing the turn.
 //! * **Wake-ups, not polling.** A dedicated listener connection per provider object LISTENs on the
 //!   schema's channel; writes announce themselves to local fetches at once and to other processes
-//!   with `pg_notify`. After an empty look a queue is known empty until an announcement, a stored due
-//!   time or a two-second recheck, so an idle runtime issues about one query per queue every two
-//!   seconds (see `wakeups` and `listener` in the source for why NOTIFY is sent after the commit).
+//!   with `pg_notify`, saying how many items they made fetchable, and each item wakes one waiting
+//!   fetch, not all. After a look that left nothing fetchable a queue is known empty until an
+//!   announcement, a stored due time or a two-second recheck, so an idle runtime issues about one
+//!   query per queue every two seconds (see `wakeups` and `listener` in the source for why NOTIFY is
+//!   sent after the commit).
+//! * **Queues stay small.** Queue rows live for moments and leave dead index entries that every claim
+//!   would step over; the provider vacuums the two queue tables itself after every few thousand rows
+//!   it deleted (`maintenance` in the source), since autovacuum comes by about once a minute.
 //! * **Schema.** All objects live in one schema (default [`DEFAULT_SCHEMA`]), validated and always
 //!   quoted. Versioned, forward-only migrations run in one transaction under an advisory lock, so many
 //!   processes can start at once; a schema from a newer version is refused
@@ -44,14 +54,17 @@
 //! # }
 //! ```
 
+mod batch;
 mod connection;
 mod db;
 mod error;
 mod fingerprint;
 mod listener;
 mod lock_token;
+mod maintenance;
 mod management;
 mod migrations;
+mod mux;
 mod orchestrator_queue;
 mod provider;
 mod reads;

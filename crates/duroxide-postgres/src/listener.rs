@@ -3,7 +3,8 @@
 //! Each provider object keeps one dedicated connection outside the pool. It LISTENs on the schema's
 //! channel and turns every notification into a wake-up of the right queue. The same connection sends
 //! this object's own announcements (`pg_notify`), coalesced: while one is in flight, further ones merge
-//! into the next.
+//! into the next. A notification names its queue and how many items it announces (`o3`, `w1`; `*` for
+//! "wake every fetch"), so that other processes wake only as many fetches as there is work for.
 //!
 //! Why notifications are sent after the commit, from here, rather than inside the writing transaction:
 //! PostgreSQL serialises the commits of all transactions that issued NOTIFY on one global lock held
@@ -17,7 +18,7 @@
 //! reconnects with backoff; meanwhile fetches fall back to looking at every wake-up.
 
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,20 +28,22 @@ use tokio_postgres::{AsyncMessage, Client, Connection, NoTls, Socket};
 
 use crate::connection::Target;
 use crate::error::{describe, ConnectError};
-use crate::wakeups::{Queue, Wakeups};
+use crate::wakeups::{Queue, Wake, Wakeups};
 
-const ORCHESTRATOR_BIT: u8 = 1;
-const WORKER_BIT: u8 = 2;
-const ORCHESTRATOR_PAYLOAD: &str = "o";
-const WORKER_PAYLOAD: &str = "w";
+const ORCHESTRATOR_PREFIX: char = 'o';
+const WORKER_PREFIX: char = 'w';
+/// The pending count that stands for [`Wake::All`].
+const ALL: u32 = u32::MAX;
 
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
-/// Announcements waiting to be sent, as queue bits.
+/// Announcements waiting to be sent: per queue, the items announced since the last NOTIFY (0: none;
+/// [`ALL`]: wake every fetch).
 #[derive(Debug, Default)]
 struct Outbox {
-    pending: AtomicU8,
+    orchestrator: AtomicU32,
+    worker: AtomicU32,
     ready: Notify,
     /// NOTIFY statements sent so far.
     sent: AtomicU64,
@@ -85,12 +88,17 @@ impl Listener {
     }
 
     /// Tells every other provider object on the schema that `queue` has new work. Returns at once.
-    pub(crate) fn announce(&self, queue: Queue) {
-        let bit = match queue {
-            Queue::Orchestrator => ORCHESTRATOR_BIT,
-            Queue::Worker => WORKER_BIT,
+    pub(crate) fn announce(&self, queue: Queue, wake: Wake) {
+        let pending = match queue {
+            Queue::Orchestrator => &self.outbox.orchestrator,
+            Queue::Worker => &self.outbox.worker,
         };
-        self.outbox.pending.fetch_or(bit, Ordering::SeqCst);
+        let _ = pending.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |count| {
+            Some(match wake {
+                Wake::Some(n) => count.saturating_add(n).min(ALL - 1).max(count),
+                Wake::All => ALL,
+            })
+        });
         self.outbox.ready.notify_one();
     }
 
@@ -180,12 +188,11 @@ async fn serve(
                     if note.process_id() == own_pid.load(Ordering::SeqCst) {
                         continue;
                     }
-                    match note.payload() {
-                        ORCHESTRATOR_PAYLOAD => wakeups.work_arrived(Queue::Orchestrator),
-                        WORKER_PAYLOAD => wakeups.work_arrived(Queue::Worker),
-                        _ => {
-                            wakeups.work_arrived(Queue::Orchestrator);
-                            wakeups.work_arrived(Queue::Worker);
+                    match parse(note.payload()) {
+                        Some((queue, wake)) => wakeups.work_arrived(queue, wake),
+                        None => {
+                            wakeups.work_arrived(Queue::Orchestrator, Wake::All);
+                            wakeups.work_arrived(Queue::Worker, Wake::All);
                         }
                     }
                 }
@@ -217,17 +224,20 @@ async fn serve(
             let _ = ready.send(Ok(()));
         }
         loop {
-            let bits = outbox.pending.swap(0, Ordering::SeqCst);
-            if bits == 0 {
+            let mut payloads = Vec::with_capacity(2);
+            for (prefix, pending) in [
+                (ORCHESTRATOR_PREFIX, &outbox.orchestrator),
+                (WORKER_PREFIX, &outbox.worker),
+            ] {
+                match pending.swap(0, Ordering::SeqCst) {
+                    0 => {}
+                    ALL => payloads.push(format!("{prefix}*")),
+                    n => payloads.push(format!("{prefix}{n}")),
+                }
+            }
+            if payloads.is_empty() {
                 outbox.ready.notified().await;
                 continue;
-            }
-            let mut payloads = Vec::with_capacity(2);
-            if bits & ORCHESTRATOR_BIT != 0 {
-                payloads.push(ORCHESTRATOR_PAYLOAD);
-            }
-            if bits & WORKER_BIT != 0 {
-                payloads.push(WORKER_PAYLOAD);
             }
             client
                 .execute(&send, &[&channel, &payloads])
@@ -239,5 +249,36 @@ async fn serve(
     tokio::select! {
         ended = drive => ended,
         ended = listen_and_send => ended,
+    }
+}
+
+/// The queue and wake-up a notification payload announces; `None` for a payload this version does not
+/// know (which then wakes everything).
+fn parse(payload: &str) -> Option<(Queue, Wake)> {
+    let mut chars = payload.chars();
+    let queue = match chars.next()? {
+        ORCHESTRATOR_PREFIX => Queue::Orchestrator,
+        WORKER_PREFIX => Queue::Worker,
+        _ => return None,
+    };
+    let wake = match chars.as_str() {
+        "*" => Wake::All,
+        count => Wake::Some(count.parse().ok()?),
+    };
+    Some((queue, wake))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_name_the_queue_and_the_count() {
+        assert_eq!(parse("o3"), Some((Queue::Orchestrator, Wake::Some(3))));
+        assert_eq!(parse("w1"), Some((Queue::Worker, Wake::Some(1))));
+        assert_eq!(parse("w*"), Some((Queue::Worker, Wake::All)));
+        for unknown in ["", "o", "x1", "o-1", "wx"] {
+            assert_eq!(parse(unknown), None, "{unknown:?}");
+        }
     }
 }

@@ -19,7 +19,8 @@ pub(crate) async fn list_instances(
          ORDER BY created_at_ms, instance_id",
     );
     let status = status.map(InstanceStatus::as_str);
-    db.query(OP, &sql, &[&status])
+    // A scan of every instance: on a pooled connection, not ahead of the hot calls on a shared one.
+    db.query_pooled(OP, &sql, &[&status])
         .await?
         .iter()
         .map(|row| get(OP, row, 0))
@@ -109,7 +110,8 @@ pub(crate) async fn system_metrics(db: &Db) -> Result<SystemMetrics, ProviderErr
                 (SELECT count(*) FROM __schema__.instances WHERE status = 'Failed'),
                 (SELECT count(*) FROM __schema__.history)",
     );
-    let row = db.query_one(OP, &sql, &[]).await?;
+    // Whole-table counts: pooled, as in `list_instances`.
+    let row = db.query_one_pooled(OP, &sql, &[]).await?;
     let count = |idx: usize| -> Result<u64, ProviderError> { to_u64(OP, "count", get(OP, &row, idx)?) };
     Ok(SystemMetrics {
         total_instances: count(0)?,
@@ -131,7 +133,7 @@ pub(crate) async fn queue_depths(db: &Db) -> Result<QueueDepths, ProviderError> 
                 count(*) FILTER (WHERE visible_at_ms > __schema__.now_ms())
          FROM __schema__.orchestrator_queue",
     );
-    let row = db.query_one(OP, &sql, &[]).await?;
+    let row = db.query_one_pooled(OP, &sql, &[]).await?;
     let count = |idx: usize| -> Result<u64, ProviderError> { to_u64(OP, "count", get(OP, &row, idx)?) };
     Ok(QueueDepths {
         orchestrator_queue: count(0)?,

@@ -20,14 +20,21 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "initial schema: tables, indexes, fetch and ack functions",
-    sql: include_str!("migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "initial schema: tables, indexes, fetch and ack functions",
+        sql: include_str!("migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "cheaper fetches and acks; acks count the work they make fetchable",
+        sql: include_str!("migrations/0002_fast_paths.sql"),
+    },
+];
 
 /// The schema version this build creates and understands.
-pub const LATEST_VERSION: i64 = 1;
+pub const LATEST_VERSION: i64 = 2;
 
 /// The table that records applied migrations. Prefixed so it cannot collide with an application's
 /// own `schema_migrations` table when the schema is shared.

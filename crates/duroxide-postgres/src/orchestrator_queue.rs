@@ -12,7 +12,7 @@ use tokio_postgres::Row;
 use crate::db::Db;
 use crate::lock_token;
 use crate::rows::{self, get, to_u32, to_u64};
-use crate::wakeups::Polled;
+use crate::wakeups::{Polled, Rest};
 
 /// `Provider::create_instance`. Returns whether the instance was created.
 pub(crate) async fn create_instance(db: &Db, message: &NewMessage) -> Result<bool, ProviderError> {
@@ -77,12 +77,29 @@ pub(crate) async fn fetch(
         )
         .await?;
     let instance_id: Option<String> = get(OP, &row, 0)?;
+    let due = due_from_now(OP, &row, 19, 20)?;
     if instance_id.is_none() {
-        return Ok(Polled::Empty {
-            due: due_from_now(OP, &row, 19, 20)?,
-        });
+        return Ok(Polled::Empty { due });
     }
-    decode_item(OP, &row, secret).map(Polled::Found)
+    Ok(Polled::Found {
+        item: decode_item(OP, &row, secret)?,
+        rest: rest(OP, &row, 21, due)?,
+    })
+}
+
+/// What a fetch that found something saw of the rest of its queue (column `more`; the due time
+/// matters only when there is no more).
+pub(crate) fn rest(
+    operation: &'static str,
+    row: &Row,
+    more: usize,
+    due: Option<Duration>,
+) -> Result<Rest, ProviderError> {
+    Ok(if get::<Option<bool>>(operation, row, more)?.unwrap_or(true) {
+        Rest::More
+    } else {
+        Rest::Empty { due }
+    })
 }
 
 /// How long after the database's "now" (column `now_at`) the due time (column `due_at`) lies.

@@ -10,13 +10,16 @@ use duroxide_core::provider::{
     PruneResult, QueueDepths, SystemMetrics, TurnAck, WorkItemLease, WorkerFetch,
 };
 
+use crate::batch::Committer;
 use crate::connection::Target;
 use crate::db::Db;
 use crate::error::ConnectError;
 use crate::listener::Listener;
+use crate::maintenance::{self, Maintenance};
+use crate::mux::Mux;
 use crate::schema::{Schema, DEFAULT_SCHEMA};
 use crate::turn_ack::AckEffects;
-use crate::wakeups::{Queue, Wakeups};
+use crate::wakeups::{Queue, Wake, Wakeups};
 use crate::{management, migrations, orchestrator_queue, reads, retention, turn_ack, worker_queue};
 
 /// The key of the one orchestrator fetch request there is (orchestrator fetches have no filter).
@@ -27,14 +30,19 @@ const ORCHESTRATOR_KEY: &str = "orchestrator";
 pub struct PostgresOptions {
     schema: String,
     max_connections: usize,
+    shared_connections: usize,
+    ack_connections: usize,
 }
 
 impl Default for PostgresOptions {
-    /// Schema [`DEFAULT_SCHEMA`], at most 16 pooled connections (plus one listener connection).
+    /// Schema [`DEFAULT_SCHEMA`], at most 16 pooled, 2 shared and 2 ack connections (plus one
+    /// listener connection). Connections open when first needed.
     fn default() -> Self {
         PostgresOptions {
             schema: DEFAULT_SCHEMA.to_owned(),
             max_connections: 16,
+            shared_connections: 2,
+            ack_connections: 2,
         }
     }
 }
@@ -47,10 +55,28 @@ impl PostgresOptions {
         self
     }
 
-    /// Most pooled connections this provider object opens (at least 1). Fetches and acks hold one
-    /// for a single round trip, so a few times the number of cores is plenty.
+    /// Most pooled connections this provider object opens (at least 1). Operations that need a
+    /// transaction of their own or scan whole tables (deletes, pruning, listings) take one each.
     pub fn with_max_connections(mut self, max_connections: usize) -> Self {
         self.max_connections = max_connections.max(1);
+        self
+    }
+
+    /// Most shared connections this provider object opens (at least 1). Fetches, creates, abandons
+    /// and client reads are single statements; concurrent ones share these connections and are
+    /// pipelined (sent back to back), which costs the server far less than a round trip each. One
+    /// opens at first use, more only while all open ones are busy. About the number of the server's
+    /// cores is right: statements run one after another on a connection.
+    pub fn with_shared_connections(mut self, shared_connections: usize) -> Self {
+        self.shared_connections = shared_connections.max(1);
+        self
+    }
+
+    /// Most connections this provider object commits acks on (at least 1). Concurrent acks share
+    /// a transaction there (group commit: one WAL flush for all of them), one batch in flight per
+    /// connection.
+    pub fn with_ack_connections(mut self, ack_connections: usize) -> Self {
+        self.ack_connections = ack_connections.max(1);
         self
     }
 }
@@ -66,6 +92,8 @@ pub struct ProviderStats {
     pub notifications_sent: u64,
     /// Whether the listener connection is up (other processes' writes are heard at once).
     pub listening: bool,
+    /// Vacuums of the queue tables this object ran (see [`PostgresProvider`]'s crate documentation).
+    pub vacuums: u64,
 }
 
 /// A duroxide [`Provider`] on PostgreSQL. Cheap to clone: clones share one pool, one listener
@@ -81,6 +109,7 @@ pub struct PostgresProvider {
 
 struct Inner {
     db: Db,
+    maintenance: Arc<Maintenance>,
     wakeups: Arc<Wakeups>,
     listener: Listener,
     target: String,
@@ -121,11 +150,17 @@ impl PostgresProvider {
         let target = Target::parse(url)?;
         migrations::run(&target, &schema).await?;
         let pool = target.pool(options.max_connections)?;
+        let mux = Mux::new(target.clone(), options.shared_connections);
+        let committer = Committer::new(
+            Mux::new(target.clone(), options.ack_connections),
+            options.ack_connections,
+        );
         let wakeups = Arc::new(Wakeups::default());
         let listener = Listener::start(target.clone(), schema.channel(), wakeups.clone()).await?;
         Ok(PostgresProvider {
             inner: Arc::new(Inner {
-                db: Db::new(pool, schema),
+                db: Db::new(pool, mux, committer, schema),
+                maintenance: Arc::default(),
                 wakeups,
                 listener,
                 target: target.description,
@@ -144,6 +179,7 @@ impl PostgresProvider {
             round_trips: self.inner.db.round_trips(),
             notifications_sent: self.inner.listener.notifications_sent(),
             listening: self.inner.wakeups.is_listening(),
+            vacuums: self.inner.maintenance.vacuums(),
         }
     }
 
@@ -152,17 +188,25 @@ impl PostgresProvider {
     }
 
     /// Work became fetchable on `queue`: wake this object's fetches now, and tell other processes.
-    fn announce(&self, queue: Queue) {
-        self.inner.wakeups.work_arrived(queue);
-        self.inner.listener.announce(queue);
+    fn announce(&self, queue: Queue, wake: Wake) {
+        self.inner.wakeups.work_arrived(queue, wake);
+        self.inner.listener.announce(queue, wake);
+    }
+
+    /// Counts rows deleted from the queue tables, vacuuming them in the background when enough were.
+    fn deleted(&self, rows: u64) {
+        if self.inner.maintenance.deleted(rows) {
+            let inner = self.inner.clone();
+            tokio::spawn(async move { maintenance::vacuum(&inner.db, &inner.maintenance).await });
+        }
     }
 
     fn announce_effects(&self, effects: AckEffects) {
-        if effects.orchestrator_work {
-            self.announce(Queue::Orchestrator);
+        if let Some(wake) = effects.orchestrator {
+            self.announce(Queue::Orchestrator, wake);
         }
-        if effects.worker_work {
-            self.announce(Queue::Worker);
+        if let Some(wake) = effects.worker {
+            self.announce(Queue::Worker, wake);
         }
     }
 }
@@ -172,14 +216,14 @@ impl Provider for PostgresProvider {
     async fn create_instance(&self, message: NewMessage) -> Result<bool, ProviderError> {
         let created = orchestrator_queue::create_instance(self.db(), &message).await?;
         if created {
-            self.announce(Queue::Orchestrator);
+            self.announce(Queue::Orchestrator, Wake::Some(1));
         }
         Ok(created)
     }
 
     async fn enqueue_message(&self, message: NewMessage) -> Result<(), ProviderError> {
         orchestrator_queue::enqueue_message(self.db(), &message).await?;
-        self.announce(Queue::Orchestrator);
+        self.announce(Queue::Orchestrator, Wake::Some(1));
         Ok(())
     }
 
@@ -199,6 +243,8 @@ impl Provider for PostgresProvider {
     async fn ack_orchestration_item(&self, lock_token: &str, ack: TurnAck) -> Result<(), ProviderError> {
         let effects = turn_ack::ack(self.db(), lock_token, &ack).await?;
         self.announce_effects(effects);
+        // At least the turn's message, and the cancelled work items.
+        self.deleted(1 + ack.cancel_activities.len() as u64);
         Ok(())
     }
 
@@ -209,7 +255,7 @@ impl Provider for PostgresProvider {
     ) -> Result<(), ProviderError> {
         orchestrator_queue::abandon(self.db(), lock_token, delay).await?;
         // Waiting fetches must look again: at once (no delay) or to learn the new due time.
-        self.announce(Queue::Orchestrator);
+        self.announce(Queue::Orchestrator, Wake::All);
         Ok(())
     }
 
@@ -251,8 +297,9 @@ impl Provider for PostgresProvider {
         completion: Option<NewMessage>,
     ) -> Result<(), ProviderError> {
         if worker_queue::ack(self.db(), lock_token, completion.as_ref()).await? {
-            self.announce(Queue::Orchestrator);
+            self.announce(Queue::Orchestrator, Wake::Some(1));
         }
+        self.deleted(1);
         Ok(())
     }
 
@@ -262,7 +309,8 @@ impl Provider for PostgresProvider {
         delay: Option<Duration>,
     ) -> Result<(), ProviderError> {
         worker_queue::abandon(self.db(), lock_token, delay).await?;
-        self.announce(Queue::Worker);
+        // As for orchestrations: at once, or to learn the new due time.
+        self.announce(Queue::Worker, Wake::All);
         Ok(())
     }
 
@@ -285,7 +333,7 @@ impl Provider for PostgresProvider {
     async fn release_session(&self, owner_id: &str, session_id: &str) -> Result<(), ProviderError> {
         if worker_queue::release_session(self.db(), owner_id, session_id).await? {
             // Items of this session waiting for their owner may now go to any worker.
-            self.announce(Queue::Worker);
+            self.announce(Queue::Worker, Wake::All);
         }
         Ok(())
     }

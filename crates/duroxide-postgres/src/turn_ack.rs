@@ -12,7 +12,8 @@ use duroxide_core::provider::{
     CustomStatusChange, ExecutionStatus, KvChange, NewMessage, ProviderError, ProviderErrorKind, TurnAck,
 };
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+
+use crate::batch::Param;
 
 use crate::db::Db;
 use crate::error::{db_error, describe};
@@ -20,14 +21,20 @@ use crate::fingerprint::Fingerprint;
 use crate::lock_token;
 use crate::orchestrator_queue::lock_lost;
 use crate::rows::{get, time_to_i64, to_i64};
+use crate::wakeups::Wake;
 
 const OP: &str = "ack_orchestration_item";
 
-/// Which queues an ack (or a worker's ack) made work fetchable on.
+/// The work an ack made fetchable, per queue (`None`: none).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct AckEffects {
-    pub(crate) orchestrator_work: bool,
-    pub(crate) worker_work: bool,
+    pub(crate) orchestrator: Option<Wake>,
+    pub(crate) worker: Option<Wake>,
+}
+
+/// A count of new items as a wake-up (`None` for none).
+fn items(count: i32) -> Option<Wake> {
+    usize::try_from(count).ok().filter(|&n| n > 0).map(Wake::items)
 }
 
 /// Messages as parallel arrays, the shape `enqueue_messages` takes.
@@ -60,22 +67,27 @@ impl<'a> MessageColumns<'a> {
         columns
     }
 
-    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 7] {
+    /// The seven columns as statement parameters of their own (a batch runs the statement).
+    pub(crate) fn params(&self) -> [Param; 7] {
+        let owned = |texts: &[&str]| -> Vec<String> { texts.iter().map(|t| (*t).to_owned()).collect() };
+        let owned_opt = |texts: &[Option<&str>]| -> Vec<Option<String>> {
+            texts.iter().map(|t| t.map(str::to_owned)).collect()
+        };
         [
-            &self.instances,
-            &self.payloads,
-            &self.visible_at,
-            &self.creates,
-            &self.names,
-            &self.versions,
-            &self.parents,
+            Box::new(owned(&self.instances)),
+            Box::new(owned(&self.payloads)),
+            Box::new(self.visible_at.clone()),
+            Box::new(self.creates.clone()),
+            Box::new(owned_opt(&self.names)),
+            Box::new(owned_opt(&self.versions)),
+            Box::new(owned_opt(&self.parents)),
         ]
     }
 }
 
 /// The final state of each key the ack touches: within one ack only the last change per key matters,
 /// which lets the database apply sets and deletes as two set-based statements.
-fn reduce_kv(changes: &[KvChange]) -> (Vec<&str>, Vec<&str>, Vec<i64>, Vec<&str>) {
+fn reduce_kv(changes: &[KvChange]) -> (Vec<String>, Vec<String>, Vec<i64>, Vec<String>) {
     let mut last: HashMap<&str, &KvChange> = HashMap::new();
     for change in changes {
         let key = match change {
@@ -90,11 +102,11 @@ fn reduce_kv(changes: &[KvChange]) -> (Vec<&str>, Vec<&str>, Vec<i64>, Vec<&str>
             KvChange::Set {
                 value, updated_at_ms, ..
             } => {
-                set_keys.push(key);
-                set_values.push(value.as_str());
+                set_keys.push(key.to_owned());
+                set_values.push(value.clone());
                 set_times.push(time_to_i64(*updated_at_ms));
             }
-            KvChange::Delete { .. } => deletes.push(key),
+            KvChange::Delete { .. } => deletes.push(key.to_owned()),
         }
     }
     (set_keys, set_values, set_times, deletes)
@@ -167,18 +179,18 @@ pub(crate) async fn ack(db: &Db, token: &str, ack: &TurnAck) -> Result<AckEffect
         .iter()
         .map(|r| to_i64(OP, "event id", r.event_id))
         .collect::<Result<Vec<_>, _>>()?;
-    let event_kinds: Vec<&str> = ack.history.iter().map(|r| r.kind.as_str()).collect();
-    let event_payloads: Vec<&str> = ack.history.iter().map(|r| r.payload.as_str()).collect();
-    let execution_status = ack.status.map(ExecutionStatus::as_str);
-    let instance_status = ack.status.map(|s| s.instance_status().as_str());
+    let event_kinds: Vec<String> = ack.history.iter().map(|r| r.kind.clone()).collect();
+    let event_payloads: Vec<String> = ack.history.iter().map(|r| r.payload.clone()).collect();
+    let execution_status = ack.status.map(|s| s.as_str().to_owned());
+    let instance_status = ack.status.map(|s| s.instance_status().as_str().to_owned());
     let (custom_status_set, custom_status) = match &ack.custom_status {
         CustomStatusChange::Unchanged => (false, None),
-        CustomStatusChange::Set(value) => (true, value.as_deref()),
+        CustomStatusChange::Set(value) => (true, value.clone()),
     };
     let (kv_set_keys, kv_set_values, kv_set_times, kv_delete_keys) = reduce_kv(&ack.kv_changes);
 
     let work = &ack.worker_items;
-    let work_instances: Vec<&str> = work.iter().map(|w| w.activity.instance_id.as_str()).collect();
+    let work_instances: Vec<String> = work.iter().map(|w| w.activity.instance_id.clone()).collect();
     let work_executions = work
         .iter()
         .map(|w| to_i64(OP, "worker item execution id", w.activity.execution_id))
@@ -187,59 +199,55 @@ pub(crate) async fn ack(db: &Db, token: &str, ack: &TurnAck) -> Result<AckEffect
         .iter()
         .map(|w| to_i64(OP, "worker item event id", w.activity.event_id))
         .collect::<Result<Vec<_>, _>>()?;
-    let work_payloads: Vec<&str> = work.iter().map(|w| w.payload.as_str()).collect();
-    let work_sessions: Vec<Option<&str>> = work.iter().map(|w| w.session_id.as_deref()).collect();
-    let work_tags: Vec<Option<&str>> = work.iter().map(|w| w.tag.as_deref()).collect();
+    let work_payloads: Vec<String> = work.iter().map(|w| w.payload.clone()).collect();
+    let work_sessions: Vec<Option<String>> = work.iter().map(|w| w.session_id.clone()).collect();
+    let work_tags: Vec<Option<String>> = work.iter().map(|w| w.tag.clone()).collect();
 
     let messages = MessageColumns::new(&ack.messages);
 
     let cancels = &ack.cancel_activities;
-    let cancel_instances: Vec<&str> = cancels.iter().map(|a| a.instance_id.as_str()).collect();
+    let cancel_instances: Vec<String> = cancels.iter().map(|a| a.instance_id.clone()).collect();
     // Ids beyond bigint cannot name a stored item: such cancellations match nothing.
     let cancel_executions: Vec<i64> = cancels.iter().map(|a| time_to_i64(a.execution_id)).collect();
     let cancel_events: Vec<i64> = cancels.iter().map(|a| time_to_i64(a.event_id)).collect();
 
     let digest = digest(ack);
-    let [m_instances, m_payloads, m_visible, m_creates, m_names, m_versions, m_parents] = messages.params();
-    let params: [&(dyn ToSql + Sync); 34] = [
-        &instance_id,
-        &secret,
-        &digest,
-        &execution_id,
-        &execution_status,
-        &instance_status,
-        &ack.output,
-        &ack.name,
-        &ack.version,
-        &custom_status_set,
-        &custom_status,
-        &event_ids,
-        &event_kinds,
-        &event_payloads,
-        &kv_set_keys,
-        &kv_set_values,
-        &kv_set_times,
-        &kv_delete_keys,
-        &work_instances,
-        &work_executions,
-        &work_events,
-        &work_payloads,
-        &work_sessions,
-        &work_tags,
-        m_instances,
-        m_payloads,
-        m_visible,
-        m_creates,
-        m_names,
-        m_versions,
-        m_parents,
-        &cancel_instances,
-        &cancel_executions,
-        &cancel_events,
+    // Owned: the ack may be committed by a batch another caller sends (see `batch`).
+    let mut params: Vec<Param> = vec![
+        Box::new(instance_id.to_owned()),
+        Box::new(secret),
+        Box::new(digest),
+        Box::new(execution_id),
+        Box::new(execution_status),
+        Box::new(instance_status),
+        Box::new(ack.output.clone()),
+        Box::new(ack.name.clone()),
+        Box::new(ack.version.clone()),
+        Box::new(custom_status_set),
+        Box::new(custom_status),
+        Box::new(event_ids),
+        Box::new(event_kinds),
+        Box::new(event_payloads),
+        Box::new(kv_set_keys),
+        Box::new(kv_set_values),
+        Box::new(kv_set_times),
+        Box::new(kv_delete_keys),
+        Box::new(work_instances),
+        Box::new(work_executions),
+        Box::new(work_events),
+        Box::new(work_payloads),
+        Box::new(work_sessions),
+        Box::new(work_tags),
     ];
+    params.extend(messages.params());
+    params.extend([
+        Box::new(cancel_instances) as Param,
+        Box::new(cancel_executions),
+        Box::new(cancel_events),
+    ]);
 
     let row = db
-        .query_mapped(OP, &db.sql.ack_orchestration_item, &params, |err| {
+        .commit_query(OP, &db.sql.ack_orchestration_item, params, |err| {
             refused_ack(err, instance_id, ack.execution_id)
         })
         .await?
@@ -247,14 +255,14 @@ pub(crate) async fn ack(db: &Db, token: &str, ack: &TurnAck) -> Result<AckEffect
         .ok_or_else(|| ProviderError::permanent(OP, "the ack function returned no row"))?;
     match get::<i32>(OP, &row, 0)? {
         0 => Ok(AckEffects {
-            orchestrator_work: get(OP, &row, 2)?,
-            worker_work: get(OP, &row, 3)?,
+            orchestrator: items(get(OP, &row, 2)?),
+            worker: items(get(OP, &row, 3)?),
         }),
         // Committed by an earlier attempt whose reply was lost, so its wake-ups may never have gone
-        // out: announce both queues now.
+        // out, and how much they announced is not known: wake every fetch now.
         1 => Ok(AckEffects {
-            orchestrator_work: true,
-            worker_work: true,
+            orchestrator: Some(Wake::All),
+            worker: Some(Wake::All),
         }),
         2 => Err(lock_lost(OP)),
         _ => {

@@ -3,17 +3,31 @@
 //!
 //! Every way work becomes fetchable is either a write or the passing of a stored time. Writes are
 //! announced: at once to this provider object's waiting fetches, and through LISTEN/NOTIFY to every
-//! other object on the schema (see `listener`). Each announcement bumps the queue's *generation*.
-//! Stored times (a timer coming due, a lease or backoff running out) are reported by the fetch itself as
-//! `next_due`. So after an empty look, the queue is *known empty* until the generation moves, the due
-//! time passes, or [`RECHECK`] elapses; fetches in that window wait without asking the database, and a
-//! fetch whose poll timeout ends in it returns `None` without a query. While the listener connection is
-//! down, notifications from other processes can be missed, so every wait ends with a fresh look.
+//! other object on the schema (see `listener`). Stored times (a timer coming due, a lease or backoff
+//! running out) are reported by the fetches themselves as `due`. So after a look that left nothing
+//! fetchable, the queue is *known empty* until an announcement, the due time, or [`RECHECK`];
+//! fetches in that window wait without asking the database, and a fetch whose poll timeout ends in it
+//! returns `None` without a query. While the listener connection is down, notifications from other
+//! processes can be missed, so every wait ends with a fresh look.
+//!
+//! Announcements are counted, and every announced item is one *ticket* per request key: one look.
+//! An announcement of n items ([`Wake::Some`]) adds n tickets and wakes n waiting fetches; a fetch
+//! looks when it gets a ticket (a woken one, or one that starts waiting while tickets are left), and
+//! otherwise trusts what the last look learned. A look that leaves the queue empty (it found nothing,
+//! or it took the last item: fetches say whether more is fetchable) voids the tickets of
+//! announcements made before it, and one that sees more than there are tickets for adds one (and
+//! wakes a fetch), so a burst that the counts missed is still taken one look at a time. Before this,
+//! every announcement woke every waiting fetch, and every fetch coming back from work looked once
+//! more since the queue had changed meanwhile: with eight idle workers and a chain of activities,
+//! seven of eight worker looks found nothing, and they were most of the database's work.
+//! Announcements whose effect a count cannot describe ([`Wake::All`]: an abandon's new due time, a
+//! released session, a reconnected listener) make every fetch decide again: the first to look does so
+//! for all.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use duroxide_core::provider::ProviderError;
@@ -27,15 +41,30 @@ pub(crate) const RECHECK: Duration = Duration::from_secs(2);
 /// At most this many distinct worker fetch requests are remembered (a runtime uses one or two).
 const MAX_KNOWN: usize = 64;
 
+/// Targeted wake-ups beyond this many per key wake every waiter of the key instead (there are rarely
+/// more waiting fetches than this).
+const MAX_TARGETED: u32 = 64;
+
 /// What one look at a queue found.
 #[derive(Debug)]
 pub(crate) enum Polled<T> {
-    Found(T),
+    Found {
+        item: T,
+        /// The rest of the queue right after the item was taken.
+        rest: Rest,
+    },
     /// Nothing fetchable now; something stored becomes fetchable after `due` (from now) without any
     /// new write, or never (`None`).
-    Empty {
-        due: Option<Duration>,
-    },
+    Empty { due: Option<Duration> },
+}
+
+/// What a look that found an item saw of the rest of the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rest {
+    /// Another item is fetchable now.
+    More,
+    /// Nothing else is fetchable now: as after an empty look, with that due time.
+    Empty { due: Option<Duration> },
 }
 
 /// Which queue a fetch waits on.
@@ -45,10 +74,29 @@ pub(crate) enum Queue {
     Worker,
 }
 
-/// The result of an empty look, trusted until the generation moves, `due` passes or it gets old.
+/// What an announcement tells waiting fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// This many items became fetchable: that many looks per request key (each item can go to one
+    /// fetch; fetches with different keys may see different items).
+    Some(u32),
+    /// Everything known may be stale: every fetch decides again.
+    All,
+}
+
+impl Wake {
+    /// One look per item.
+    pub(crate) fn items(count: usize) -> Wake {
+        Wake::Some(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+}
+
+/// What the last look that left nothing fetchable learned, trusted until a [`Wake::All`], `due`, or
+/// [`RECHECK`] (announced items come as tickets).
 #[derive(Debug, Clone, Copy)]
 struct KnownEmpty {
-    generation: u64,
+    /// [`Signal::epoch`] before the look.
+    epoch: u64,
     due: Option<Instant>,
     looked_at: Instant,
     /// A fetch is looking again because this ran out by itself; the others wait for its answer.
@@ -75,71 +123,164 @@ enum Next {
 }
 
 #[derive(Debug, Default)]
+struct KeyState {
+    /// Wakes fetches waiting with this key: one per ticket, or all when everything changed.
+    wake: Arc<Notify>,
+    known: Option<KnownEmpty>,
+    /// Looks owed to announced items.
+    tickets: u64,
+    /// Looks in progress.
+    looking: u32,
+}
+
+#[derive(Debug, Default)]
 struct Signal {
-    notify: Notify,
-    generation: AtomicU64,
+    /// Bumped by [`Wake::All`].
+    epoch: AtomicU64,
+    /// Items announced so far ([`Wake::Some`] counts).
+    announced: AtomicU64,
     /// Keyed by fetch request (worker fetches with different filters see different queues).
-    known: Mutex<HashMap<String, KnownEmpty>>,
+    keys: Mutex<HashMap<String, KeyState>>,
 }
 
 impl Signal {
-    fn bump(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.notify.notify_waiters();
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, KeyState>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, KnownEmpty>> {
-        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    /// The wake-up of fetches waiting with `key`.
+    fn wake(&self, key: &str) -> Arc<Notify> {
+        let mut keys = self.keys();
+        if let Some(state) = keys.get(key) {
+            return state.wake.clone();
+        }
+        if keys.len() >= MAX_KNOWN {
+            // Forget keys nobody waits with (only the map holds their wake-up).
+            keys.retain(|_, state| Arc::strong_count(&state.wake) > 1);
+        }
+        keys.entry(key.to_owned()).or_default().wake.clone()
     }
 
-    /// After an announcement every waiting fetch looks (work arrived: several may find some). When
-    /// knowledge merely ran out (the recheck interval, a due time), one fetch looks for all: an idle
-    /// provider then makes one query per interval however many fetches wait.
-    fn next(&self, key: &str, generation: u64, now: Instant) -> Next {
-        let mut known = self.known();
-        let Some(entry) = known.get_mut(key) else {
-            return Next::Look { refresh: false };
+    fn announce(&self, wake: Wake) {
+        let mut keys = self.keys();
+        match wake {
+            Wake::Some(n) => {
+                self.announced.fetch_add(u64::from(n), Ordering::SeqCst);
+                for state in keys.values_mut() {
+                    state.tickets = state.tickets.saturating_add(u64::from(n));
+                    if n > MAX_TARGETED {
+                        state.wake.notify_waiters();
+                    } else {
+                        for _ in 0..n {
+                            state.wake.notify_one();
+                        }
+                    }
+                }
+            }
+            Wake::All => {
+                self.epoch.fetch_add(1, Ordering::SeqCst);
+                for state in keys.values() {
+                    state.wake.notify_waiters();
+                }
+            }
+        }
+    }
+
+    /// Every waiting fetch decides again.
+    fn wake_everyone(&self) {
+        for state in self.keys().values() {
+            state.wake.notify_waiters();
+        }
+    }
+
+    /// A ticket makes a fetch look; so does a [`Wake::All`] since the last look. When knowledge merely
+    /// ran out (the recheck interval, a due time), one fetch looks for all: an idle provider then
+    /// makes one query per interval however many fetches wait.
+    fn next(&self, key: &str, epoch: u64, now: Instant) -> Next {
+        let mut keys = self.keys();
+        let state = keys.entry(key.to_owned()).or_default();
+        let next = if state.tickets > 0 {
+            state.tickets -= 1;
+            Next::Look { refresh: false }
+        } else {
+            match state.known.as_mut() {
+                None => Next::Look { refresh: false },
+                Some(entry) if entry.epoch != epoch => Next::Look { refresh: false },
+                Some(entry) if now < entry.expires() => Next::Trust(entry.expires()),
+                Some(entry) if entry.refreshing => Next::AwaitRefresh,
+                Some(entry) => {
+                    entry.refreshing = true;
+                    Next::Look { refresh: true }
+                }
+            }
         };
-        if entry.generation != generation {
-            return Next::Look { refresh: false };
+        if let Next::Look { .. } = next {
+            state.looking += 1;
         }
-        if now < entry.expires() {
-            return Next::Trust(entry.expires());
-        }
-        if entry.refreshing {
-            return Next::AwaitRefresh;
-        }
-        entry.refreshing = true;
-        Next::Look { refresh: true }
+        next
     }
 
-    fn remember(&self, key: &str, entry: KnownEmpty) {
-        let mut known = self.known();
-        if known.len() >= MAX_KNOWN && !known.contains_key(key) {
-            known.clear();
+    /// A look without asking [`next`](Self::next) (a zero timeout, no listener).
+    fn look_anyway(&self, key: &str) -> Next {
+        self.keys().entry(key.to_owned()).or_default().looking += 1;
+        Next::Look { refresh: false }
+    }
+
+    /// A look (counted by [`next`](Self::next) or [`look_anyway`](Self::look_anyway)) ended.
+    fn looked(&self, key: &str) {
+        if let Some(state) = self.keys().get_mut(key) {
+            state.looking = state.looking.saturating_sub(1);
         }
-        known.insert(key.to_owned(), entry);
+    }
+
+    /// A look left nothing fetchable. `announced`: [`Signal::announced`] before it; the tickets of
+    /// announcements made before the look are void (their items are gone), those of announcements
+    /// made since stay.
+    fn drained(&self, key: &str, announced: u64, entry: KnownEmpty) {
+        let since = self.announced.load(Ordering::SeqCst).saturating_sub(announced);
+        let mut keys = self.keys();
+        let state = keys.entry(key.to_owned()).or_default();
+        state.known = Some(entry);
+        state.tickets = state.tickets.min(since);
+    }
+
+    /// A look found an item and saw more: unless a ticket is left or another look is under way (which
+    /// will say the same if more remains), add a ticket and wake a fetch.
+    fn more(&self, key: &str) {
+        if let Some(state) = self.keys().get_mut(key) {
+            if state.tickets == 0 && state.looking <= 1 {
+                state.tickets = 1;
+                state.wake.notify_one();
+            }
+        }
     }
 
     /// The refreshing fetch is done (found work, failed, or was dropped): let the others decide again.
     fn end_refresh(&self, key: &str) {
-        if let Some(entry) = self.known().get_mut(key) {
-            entry.refreshing = false;
+        if let Some(state) = self.keys().get_mut(key) {
+            if let Some(known) = state.known.as_mut() {
+                known.refreshing = false;
+            }
+            state.wake.notify_waiters();
         }
-        self.notify.notify_waiters();
     }
 }
 
-/// Ends a refresh however the refreshing fetch ends, including when its future is dropped mid-look
-/// (a runtime shutting down), so the other fetches never wait for an answer that will not come.
-struct RefreshGuard<'a> {
+/// Ends a look however it ends, including when its future is dropped mid-look (a runtime shutting
+/// down): it is no longer under way, and if it was a refresh, the other fetches must not wait for an
+/// answer that will not come.
+struct LookGuard<'a> {
     signal: &'a Signal,
     key: &'a str,
+    refresh: bool,
 }
 
-impl Drop for RefreshGuard<'_> {
+impl Drop for LookGuard<'_> {
     fn drop(&mut self) {
-        self.signal.end_refresh(self.key);
+        self.signal.looked(self.key);
+        if self.refresh {
+            self.signal.end_refresh(self.key);
+        }
     }
 }
 
@@ -162,24 +303,24 @@ impl Wakeups {
         }
     }
 
-    /// Work may have become fetchable on `queue`: waiting fetches look again.
-    pub(crate) fn work_arrived(&self, queue: Queue) {
-        self.signal(queue).bump();
+    /// Work may have become fetchable on `queue`; `wake` says how much.
+    pub(crate) fn work_arrived(&self, queue: Queue, wake: Wake) {
+        self.signal(queue).announce(wake);
     }
 
     /// Ends every wait: fetches that then find nothing return `None` at once.
     pub(crate) fn wake_all(&self) {
         self.wake_all_generation.fetch_add(1, Ordering::SeqCst);
-        self.orchestrator.notify.notify_waiters();
-        self.worker.notify.notify_waiters();
+        self.orchestrator.wake_everyone();
+        self.worker.wake_everyone();
     }
 
     /// The listener went up or down. Either way everything known is stale: notifications may have been
     /// missed while it was down.
     pub(crate) fn set_listening(&self, listening: bool) {
         self.listening.store(listening, Ordering::SeqCst);
-        self.orchestrator.bump();
-        self.worker.bump();
+        self.orchestrator.announce(Wake::All);
+        self.worker.announce(Wake::All);
     }
 
     pub(crate) fn is_listening(&self) -> bool {
@@ -187,8 +328,9 @@ impl Wakeups {
     }
 
     /// Calls `look` until it finds something, `poll_timeout` passes, or `wake_all` is called, looking
-    /// only when something can have changed since the last empty look for `key`. A zero
-    /// `poll_timeout` always looks once: the caller asked for the current state, not for a wait.
+    /// only when something can have changed since the last look for `key` that left nothing
+    /// fetchable. A zero `poll_timeout` always looks once: the caller asked for the current state, not
+    /// for a wait.
     pub(crate) async fn long_poll<T, F, Fut>(
         &self,
         queue: Queue,
@@ -201,21 +343,24 @@ impl Wakeups {
         Fut: Future<Output = Result<Polled<T>, ProviderError>>,
     {
         let signal = self.signal(queue);
+        let wake = signal.wake(key);
         let deadline = Instant::now() + poll_timeout;
         let wake_all_generation = self.wake_all_generation.load(Ordering::SeqCst);
         let mut first = true;
         loop {
-            // Registered before reading the generation and looking, so an announcement made in
-            // between is not lost.
-            let notified = signal.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            // Registered before deciding and looking, so an announcement made in between is not
+            // lost. (A wake-up stored while nobody waited is taken here and only makes this fetch
+            // decide once more; the ticket that came with it is what makes it look.)
+            let woken = wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
 
-            let generation = signal.generation.load(Ordering::SeqCst);
+            let epoch = signal.epoch.load(Ordering::SeqCst);
+            let announced = signal.announced.load(Ordering::SeqCst);
             let next = if self.is_listening() && !(first && poll_timeout.is_zero()) {
-                signal.next(key, generation, Instant::now())
+                signal.next(key, epoch, Instant::now())
             } else {
-                Next::Look { refresh: false }
+                signal.look_anyway(key)
             };
             first = false;
             let wake_at = match next {
@@ -223,21 +368,32 @@ impl Wakeups {
                 // Woken when the refreshing fetch is done.
                 Next::AwaitRefresh => deadline,
                 Next::Look { refresh } => {
-                    // Lazily: building a guard and dropping it would end a refresh at once.
-                    let _guard = refresh.then(|| RefreshGuard { signal, key });
+                    let _guard = LookGuard { signal, key, refresh };
+                    let known_empty = |due: Option<Duration>| {
+                        let looked_at = Instant::now();
+                        let known = KnownEmpty {
+                            epoch,
+                            // Visibility is compared at millisecond precision, so waking a
+                            // millisecond late guarantees the next look sees the item.
+                            due: due.map(|d| looked_at + d + Duration::from_millis(1)),
+                            looked_at,
+                            refreshing: false,
+                        };
+                        signal.drained(key, announced, known);
+                        known
+                    };
                     match look().await? {
-                        Polled::Found(found) => return Ok(Some(found)),
+                        Polled::Found { item, rest } => {
+                            match rest {
+                                Rest::More => signal.more(key),
+                                Rest::Empty { due } => {
+                                    known_empty(due);
+                                }
+                            }
+                            return Ok(Some(item));
+                        }
                         Polled::Empty { due } => {
-                            let looked_at = Instant::now();
-                            let known = KnownEmpty {
-                                generation,
-                                // Visibility is compared at millisecond precision, so waking a
-                                // millisecond late guarantees the next look sees the item.
-                                due: due.map(|d| looked_at + d + Duration::from_millis(1)),
-                                looked_at,
-                                refreshing: false,
-                            };
-                            signal.remember(key, known);
+                            let known = known_empty(due);
                             if self.is_listening() {
                                 known.expires()
                             } else {
@@ -254,7 +410,7 @@ impl Wakeups {
                 return Ok(None);
             }
             tokio::select! {
-                () = &mut notified => {}
+                () = &mut woken => {}
                 () = tokio::time::sleep_until(wake_at.min(deadline)) => {}
             }
         }
@@ -265,7 +421,6 @@ impl Wakeups {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
-    use std::sync::Arc;
 
     /// A long poll that never finds anything, counting its looks.
     fn idle_poll(
@@ -363,10 +518,11 @@ mod tests {
         let wakeups = listening();
         // Knowledge that has run out, so the next fetch takes the refresh.
         let stale = Instant::now();
-        wakeups.orchestrator.remember(
+        wakeups.orchestrator.drained(
             "k",
+            wakeups.orchestrator.announced.load(Ordering::SeqCst),
             KnownEmpty {
-                generation: wakeups.orchestrator.generation.load(Ordering::SeqCst),
+                epoch: wakeups.orchestrator.epoch.load(Ordering::SeqCst),
                 due: Some(stale),
                 looked_at: stale,
                 refreshing: false,
@@ -397,12 +553,178 @@ mod tests {
         let wakeups = listening();
         let (looks, task) = idle_poll(&wakeups, Queue::Orchestrator, Duration::from_secs(60), None);
         until_looked(&looks, 1).await;
-        wakeups.work_arrived(Queue::Worker); // the other queue: no look
+        wakeups.work_arrived(Queue::Worker, Wake::Some(1)); // the other queue: no look
         tokio::task::yield_now().await;
         assert_eq!(looks.load(Ordering::SeqCst), 1);
-        wakeups.work_arrived(Queue::Orchestrator);
+        wakeups.work_arrived(Queue::Orchestrator, Wake::Some(1));
         until_looked(&looks, 2).await;
         task.abort();
+    }
+
+    /// Five fetch loops (as a runtime's worker slots) over a queue that gains items: each announced
+    /// item costs one look, wherever it goes, and nobody looks for an item another took.
+    #[tokio::test(start_paused = true)]
+    async fn each_announced_item_costs_one_look() {
+        let wakeups = listening();
+        let items = Arc::new(AtomicUsize::new(0));
+        let looks = Arc::new(AtomicUsize::new(0));
+        let found = Arc::new(AtomicUsize::new(0));
+        let loops: Vec<_> = (0..5)
+            .map(|_| {
+                let (wakeups, items, looks, found) =
+                    (wakeups.clone(), items.clone(), looks.clone(), found.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let got = wakeups
+                            .long_poll(Queue::Worker, "k", Duration::from_millis(100), || {
+                                looks.fetch_add(1, Ordering::SeqCst);
+                                let taken = items
+                                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                                    .ok();
+                                async move {
+                                    Ok(match taken {
+                                        Some(1) => Polled::Found {
+                                            item: (),
+                                            rest: Rest::Empty { due: None },
+                                        },
+                                        Some(_) => Polled::Found {
+                                            item: (),
+                                            rest: Rest::More,
+                                        },
+                                        None => Polled::Empty { due: None },
+                                    })
+                                }
+                            })
+                            .await
+                            .expect("ok");
+                        if got.is_some() {
+                            found.fetch_add(1, Ordering::SeqCst);
+                            // Work on it a while, as an activity does.
+                            tokio::time::sleep(Duration::from_millis(3)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        // The first looks (nothing known yet) find the queue empty.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let start = looks.load(Ordering::SeqCst);
+        assert!(start <= 5, "{start} first looks");
+        for round in 1..=3 {
+            items.fetch_add(round, Ordering::SeqCst);
+            wakeups.work_arrived(Queue::Worker, Wake::items(round));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(found.load(Ordering::SeqCst), 6, "every item was taken");
+        assert_eq!(looks.load(Ordering::SeqCst) - start, 6, "one look per item");
+        // Everyone decides again; the first to look does so for all.
+        wakeups.work_arrived(Queue::Worker, Wake::All);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(looks.load(Ordering::SeqCst) - start, 7, "one look for everyone");
+        for task in loops {
+            task.abort();
+        }
+    }
+
+    /// A fetch woken while it was looking (and that then found something) hands its wake-up on, so
+    /// the announced item still gets a look.
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_up_taken_by_a_busy_fetch_is_handed_on() {
+        let wakeups = listening();
+        let (looks, waiting) = idle_poll(&wakeups, Queue::Orchestrator, Duration::from_secs(60), None);
+        until_looked(&looks, 1).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // A fetch that registers (it is newer, so a FIFO wake-up goes to the idle one first) and then
+        // finds an item after the announcement: the idle fetch must still look.
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let busy = tokio::spawn({
+            let wakeups = wakeups.clone();
+            async move {
+                let mut started = Some(started_tx);
+                let mut release = Some(release_rx);
+                wakeups
+                    .long_poll(Queue::Orchestrator, "k", Duration::from_secs(60), || {
+                        let started = started.take();
+                        let release = release.take();
+                        async move {
+                            if let Some(started) = started {
+                                let _ = started.send(());
+                            }
+                            if let Some(release) = release {
+                                let _ = release.await;
+                            }
+                            Ok(Polled::Found {
+                                item: (),
+                                rest: Rest::More,
+                            })
+                        }
+                    })
+                    .await
+            }
+        });
+        // Make the busy fetch look (the generation moved), and wake one fetch while it is busy.
+        wakeups.work_arrived(Queue::Orchestrator, Wake::Some(1));
+        started_rx.await.expect("the busy fetch looks");
+        wakeups.work_arrived(Queue::Orchestrator, Wake::Some(1));
+        release_tx.send(()).expect("release");
+        assert_eq!(busy.await.expect("join").expect("ok"), Some(()));
+        until_looked(&looks, 3).await;
+        waiting.abort();
+    }
+
+    /// A fetch that starts waiting after another took the last item looks no more (it would only
+    /// find the queue empty), but an item announced after that look makes it look.
+    #[tokio::test(start_paused = true)]
+    async fn a_look_that_took_the_last_item_spares_the_next_fetch_a_look() {
+        let wakeups = listening();
+        let empty = |looks: Arc<AtomicUsize>| {
+            move || {
+                looks.fetch_add(1, Ordering::SeqCst);
+                async { Ok(Polled::<()>::Empty { due: None }) }
+            }
+        };
+        let looks = Arc::new(AtomicUsize::new(0));
+        wakeups
+            .long_poll(Queue::Worker, "k", Duration::ZERO, empty(looks.clone()))
+            .await
+            .expect("ok");
+        wakeups.work_arrived(Queue::Worker, Wake::Some(1));
+        let found = wakeups
+            .long_poll(Queue::Worker, "k", Duration::from_secs(60), || async {
+                Ok(Polled::Found {
+                    item: (),
+                    rest: Rest::Empty { due: None },
+                })
+            })
+            .await
+            .expect("ok");
+        assert_eq!(found, Some(()));
+        let none = wakeups
+            .long_poll(
+                Queue::Worker,
+                "k",
+                Duration::from_millis(100),
+                empty(looks.clone()),
+            )
+            .await
+            .expect("ok");
+        assert_eq!(
+            (none, looks.load(Ordering::SeqCst)),
+            (None, 1),
+            "no look after the last item was taken"
+        );
+        wakeups.work_arrived(Queue::Worker, Wake::Some(1));
+        wakeups
+            .long_poll(
+                Queue::Worker,
+                "k",
+                Duration::from_millis(100),
+                empty(looks.clone()),
+            )
+            .await
+            .expect("ok");
+        assert_eq!(looks.load(Ordering::SeqCst), 2, "an item announced since");
     }
 
     #[tokio::test(start_paused = true)]

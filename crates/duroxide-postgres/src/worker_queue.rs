@@ -7,9 +7,10 @@ use duroxide_core::provider::{
     ActivityRef, NewMessage, ProviderError, TagFilter, WorkItemLease, WorkerFetch,
 };
 
+use crate::batch::Param;
 use crate::db::Db;
 use crate::lock_token;
-use crate::orchestrator_queue::due_from_now;
+use crate::orchestrator_queue::{due_from_now, rest};
 use crate::rows::{self, get, to_u32, to_u64};
 use crate::turn_ack::MessageColumns;
 use crate::wakeups::Polled;
@@ -66,12 +67,11 @@ pub(crate) async fn fetch(db: &Db, request: &WorkerFetch) -> Result<Polled<WorkI
             ],
         )
         .await?;
+    let due = due_from_now(OP, &row, 8, 9)?;
     let Some(id) = get::<Option<i64>>(OP, &row, 0)? else {
-        return Ok(Polled::Empty {
-            due: due_from_now(OP, &row, 8, 9)?,
-        });
+        return Ok(Polled::Empty { due });
     };
-    Ok(Polled::Found(WorkItemLease {
+    let lease = WorkItemLease {
         lock_token: lock_token::token(secret, &id.to_string()),
         activity: ActivityRef {
             instance_id: get(OP, &row, 1)?,
@@ -82,7 +82,11 @@ pub(crate) async fn fetch(db: &Db, request: &WorkerFetch) -> Result<Polled<WorkI
         attempt: to_u32(OP, "attempt", get(OP, &row, 5)?)?,
         session_id: get(OP, &row, 6)?,
         tag: get(OP, &row, 7)?,
-    }))
+    };
+    Ok(Polled::Found {
+        item: lease,
+        rest: rest(OP, &row, 10, due)?,
+    })
 }
 
 fn lock_lost(operation: &'static str) -> ProviderError {
@@ -108,17 +112,15 @@ pub(crate) async fn ack(
     const OP: &str = "ack_work_item";
     let (id, secret) = parse_token(OP, token)?;
     let messages = MessageColumns::new(completion);
-    let [instances, payloads, visible_at, creates, names, versions, parents] = messages.params();
-    let row = db
-        .query_one(
-            OP,
-            &db.sql.ack_work_item,
-            &[
-                &id, &secret, instances, payloads, visible_at, creates, names, versions, parents,
-            ],
-        )
+    let mut params: Vec<Param> = vec![Box::new(id), Box::new(secret)];
+    params.extend(messages.params());
+    let rows = db
+        .commit_query(OP, &db.sql.ack_work_item, params, crate::error::sql_err(OP))
         .await?;
-    match get::<i32>(OP, &row, 0)? {
+    let row = rows
+        .first()
+        .ok_or_else(|| ProviderError::permanent(OP, "the ack function returned no row"))?;
+    match get::<i32>(OP, row, 0)? {
         0 => Ok(false),
         1 => Ok(true),
         _ => Err(lock_lost(OP)),

@@ -1,0 +1,184 @@
+//! Shared connections for single-statement operations: concurrent calls on one connection are
+//! pipelined instead of each taking a connection of its own.
+//!
+//! Why: on a busy server most of the cost of a short statement is not the statement but the round
+//! trip around it. A backend that answers one statement and then waits for the next goes to sleep and
+//! is woken again, and so is the client; measured on the reference machine (2 cores), four work item
+//! acks sent one after another cost the server ~250 µs of CPU each, and the same four acks sent
+//! back to back ~110 µs each, whether or not they shared a transaction. tokio-postgres pipelines
+//! requests issued concurrently on one client (it writes everything queued before flushing), so
+//! fetches and acks from many dispatcher tasks that share a few connections reach the server in
+//! batches, without any change to what each of them does: every call is still its own statement and
+//! its own transaction (each request ends with a Sync), with its own commit, its own durability and
+//! its own errors. An error in one call does not affect the calls around it.
+//!
+//! Only statements that are a whole transaction by themselves (autocommit) may use these connections;
+//! operations that need `BEGIN` … `COMMIT` take a pooled connection for themselves. Statements run one
+//! after another on a connection, so a slow statement delays those queued behind it: each call takes
+//! the least busy connection, and the slow, rare ones (management scans) use the pool.
+//!
+//! Connections open lazily: the first when the first statement runs, another only when every open one
+//! is busy, up to the configured number. A connection that fails is replaced at the next call; the
+//! calls that were on it fail as retryable.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use duroxide_core::provider::ProviderError;
+use tokio_postgres::{Client, Statement};
+
+use crate::connection::Target;
+
+/// One shared connection and the statements prepared on it.
+pub(crate) struct Conn {
+    client: Client,
+    /// Keyed by SQL text (rendered for the schema).
+    statements: Mutex<HashMap<String, Statement>>,
+    in_flight: AtomicUsize,
+}
+
+impl Conn {
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The connection's prepared statement for `sql`, preparing it (one round trip) the first time;
+    /// `true` when it was prepared now.
+    pub(crate) async fn statement(&self, sql: &str) -> Result<(Statement, bool), tokio_postgres::Error> {
+        if let Some(statement) = self.statements().get(sql) {
+            return Ok((statement.clone(), false));
+        }
+        let statement = self.client.prepare(sql).await?;
+        self.statements().insert(sql.to_owned(), statement.clone());
+        Ok((statement, true))
+    }
+
+    fn statements(&self) -> std::sync::MutexGuard<'_, HashMap<String, Statement>> {
+        self.statements.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A connection lent to one call; counted as busy until dropped.
+pub(crate) struct Lease {
+    conn: Arc<Conn>,
+}
+
+impl Lease {
+    fn new(conn: Arc<Conn>) -> Lease {
+        conn.in_flight.fetch_add(1, Ordering::SeqCst);
+        Lease { conn }
+    }
+}
+
+impl std::ops::Deref for Lease {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.conn.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    current: Mutex<Option<Arc<Conn>>>,
+    /// Held while this slot connects, so that concurrent calls do not open several connections.
+    connecting: tokio::sync::Mutex<()>,
+    /// A background task is opening this slot's connection.
+    opening: AtomicBool,
+}
+
+impl Slot {
+    /// The slot's connection if it is open and not closed.
+    fn live(&self) -> Option<Arc<Conn>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|conn| !conn.client.is_closed())
+            .cloned()
+    }
+}
+
+/// The shared connections of one provider object.
+pub(crate) struct Mux {
+    target: Target,
+    slots: Arc<Vec<Slot>>,
+}
+
+impl std::fmt::Debug for Mux {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mux")
+            .field("connections", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mux {
+    pub(crate) fn new(target: Target, connections: usize) -> Mux {
+        Mux {
+            target,
+            slots: Arc::new((0..connections.max(1)).map(|_| Slot::default()).collect()),
+        }
+    }
+
+    /// The least busy open connection. When every open one is busy, another is opened in the
+    /// background (the call does not wait for it); when none is open, the call opens one.
+    pub(crate) async fn lease(&self, operation: &'static str) -> Result<Lease, ProviderError> {
+        let mut best: Option<(usize, Arc<Conn>)> = None;
+        let mut closed = None;
+        for (i, slot) in self.slots.iter().enumerate() {
+            match slot.live() {
+                Some(conn) => {
+                    let load = conn.in_flight.load(Ordering::SeqCst);
+                    if best.as_ref().is_none_or(|(least, _)| load < *least) {
+                        best = Some((load, conn));
+                    }
+                }
+                None if closed.is_none() => closed = Some(i),
+                None => {}
+            }
+        }
+        match (best, closed) {
+            (Some((load, conn)), Some(i)) if load > 0 => {
+                if !self.slots[i].opening.swap(true, Ordering::SeqCst) {
+                    let (target, slots) = (self.target.clone(), self.slots.clone());
+                    tokio::spawn(async move {
+                        let _ = connect(&target, &slots[i]).await;
+                        slots[i].opening.store(false, Ordering::SeqCst);
+                    });
+                }
+                Ok(Lease::new(conn))
+            }
+            (Some((_, conn)), _) => Ok(Lease::new(conn)),
+            (None, i) => {
+                let conn = connect(&self.target, &self.slots[i.unwrap_or(0)])
+                    .await
+                    .map_err(|reason| ProviderError::retryable(operation, reason))?;
+                Ok(Lease::new(conn))
+            }
+        }
+    }
+}
+
+/// Opens the slot's connection unless another call just did.
+async fn connect(target: &Target, slot: &Slot) -> Result<Arc<Conn>, String> {
+    let _connecting = slot.connecting.lock().await;
+    if let Some(conn) = slot.live() {
+        return Ok(conn);
+    }
+    let client = target.connect_one().await.map_err(|err| err.to_string())?;
+    let conn = Arc::new(Conn {
+        client,
+        statements: Mutex::new(HashMap::new()),
+        in_flight: AtomicUsize::new(0),
+    });
+    *slot.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
+    Ok(conn)
+}
