@@ -2,11 +2,13 @@
 --
 -- * Fetches take fewer statements: the claim is one UPDATE around the SKIP LOCKED candidate
 --   subquery, and the turn's messages, history and KV snapshot are read by one more.
--- * The fetch functions plan without sequential scans and sorts. A queue table is small in live rows
---   but churns: between vacuums it holds many dead rows, and with statistics from a moment when it
---   held few rows the planner chose a sequential scan and a sort for the worker claim, which read
---   every dead row on every fetch. An index scan in claim order skips them (once marked dead, index
---   entries are passed over cheaply) and stops at the first free row.
+-- * The fetch functions plan without sequential scans, sorts, hash or merge joins. A queue table is
+--   small in live rows but churns: between vacuums it holds many dead rows, and with statistics from a
+--   moment when it held few rows the planner chose a sequential scan and a sort for the worker claim,
+--   which read every dead row on every fetch; and it answered "is another instance fetchable?" with
+--   a merge join over the whole instances index (hundreds of pages with thousands of instances). An
+--   index scan in claim order with index lookups per row skips dead rows (once marked dead, index
+--   entries are passed over cheaply) and stops at the first free one.
 -- * No JIT in these functions: a cost estimate inflated by a disabled plan type (or by a large table)
 --   crossed `jit_above_cost` and each call compiled its statements, ~130 ms instead of ~0.1 ms.
 -- * `enqueue_messages` returns how many messages it stored, and `ack_orchestration_item` how many
@@ -87,7 +89,8 @@ RETURNS TABLE (
     o_kv_values text[], o_kv_updated_at_ms bigint[], o_now_ms bigint, o_next_due_ms bigint,
     o_more boolean)
 LANGUAGE plpgsql
-SET enable_seqscan = off SET enable_sort = off SET jit = off SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off SET enable_sort = off SET enable_hashjoin = off SET enable_mergejoin = off
+SET jit = off SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_now bigint := __schema__.now_ms();
@@ -313,7 +316,8 @@ RETURNS TABLE (
     o_attempt integer, o_session_id text, o_tag text, o_now_ms bigint, o_next_due_ms bigint,
     o_more boolean)
 LANGUAGE plpgsql
-SET enable_seqscan = off SET enable_sort = off SET jit = off SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off SET enable_sort = off SET enable_hashjoin = off SET enable_mergejoin = off
+SET jit = off SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_now bigint := __schema__.now_ms();
@@ -376,9 +380,10 @@ BEGIN
 
     -- Another item this fetch may take (the one just leased no longer is). Without an item, one means
     -- that SKIP LOCKED passed it over while another transaction held it for a moment, as does a
-    -- session lost to another owner: look again shortly.
-    o_more := cardinality(v_lost_sessions) > 0 OR EXISTS (
-        SELECT 1 FROM __schema__.worker_queue AS w
+    -- session lost to another owner: look again shortly. (A subquery in claim order rather than
+    -- EXISTS, which the planner would answer with a sequential scan over every dead row.)
+    o_more := cardinality(v_lost_sessions) > 0 OR coalesce((
+        SELECT true FROM __schema__.worker_queue AS w
         LEFT JOIN __schema__.sessions AS s ON s.session_id = w.session_id
         WHERE w.visible_at_ms <= v_now
           AND (w.locked_until_ms IS NULL OR w.locked_until_ms <= v_now)
@@ -386,7 +391,9 @@ BEGIN
           AND (w.session_id IS NULL
                OR (p_owner IS NOT NULL
                    AND ((s.owner_id = p_owner AND s.locked_until_ms > v_now)
-                        OR (p_may_claim AND (s.session_id IS NULL OR s.locked_until_ms <= v_now))))));
+                        OR (p_may_claim AND (s.session_id IS NULL OR s.locked_until_ms <= v_now)))))
+        ORDER BY w.id
+        LIMIT 1), false);
     IF o_more THEN
         IF o_id IS NULL THEN
             o_next_due_ms := v_now + 10;
