@@ -22,7 +22,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use duroxide_core::provider::ProviderError;
@@ -30,7 +30,7 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
-use crate::mux::Mux;
+use crate::mux::{Conn, Mux};
 
 /// A statement parameter the batch owns (a batch runs other callers' statements).
 pub(crate) type Param = Box<dyn ToSql + Send + Sync>;
@@ -46,8 +46,12 @@ pub(crate) enum Failure {
 
 type Reply = Result<Vec<Row>, Failure>;
 
+/// Called once a job's statement was sent, with the connection it was sent on.
+pub(crate) type Sent = Box<dyn FnOnce(&Arc<Conn>) + Send + Sync>;
+
 struct Job {
     operation: &'static str,
+    sent: Option<Sent>,
     sql: String,
     params: Vec<Param>,
     reply: oneshot::Sender<Reply>,
@@ -86,16 +90,20 @@ impl Committer {
     /// Runs `sql` in the next batch and returns its rows once the batch committed. `prepared` counts
     /// a round trip for each statement prepared on a connection for the first time, `sent` one per
     /// round trip of a batch.
+    /// `sent` runs as soon as the statement is on its way (before its commit), with its connection:
+    /// a statement sent there afterwards runs after this one's commit.
     pub(crate) async fn run(
         &self,
         operation: &'static str,
         sql: &str,
         params: Vec<Param>,
+        sent: Option<Sent>,
         counter: &(dyn Fn() + Sync),
     ) -> Reply {
         let (reply, mut replied) = oneshot::channel();
         self.queue().push_back(Job {
             operation,
+            sent,
             sql: sql.to_owned(),
             params,
             reply,
@@ -136,7 +144,7 @@ impl Committer {
     }
 
     /// Commits `jobs` together (or alone, after a failure) and replies to each.
-    async fn send(&self, jobs: Vec<Job>, counter: &(dyn Fn() + Sync)) {
+    async fn send(&self, mut jobs: Vec<Job>, counter: &(dyn Fn() + Sync)) {
         let operation = jobs[0].operation;
         let conn = match self.mux.lease(operation).await {
             Ok(conn) => conn,
@@ -156,11 +164,21 @@ impl Committer {
         }
         counter();
         let client = conn.client();
+        let hooks: Vec<Sent> = jobs.iter_mut().filter_map(|job| job.sent.take()).collect();
+        let shared = conn.conn().clone();
+        let on_sent = move || {
+            for hook in hooks {
+                hook(&shared);
+            }
+        };
         if jobs.len() == 1 {
             let job = jobs.into_iter().next().expect("one job");
-            let result = client
-                .query(&statements[0], &params(&job.params))
+            let param_refs = params(&job.params);
+            let step: Step<'_> = Box::pin(client.query(&statements[0], &param_refs));
+            let result = join_in_order(vec![step], on_sent)
                 .await
+                .pop()
+                .expect("the statement's result")
                 .map_err(Failure::Sql);
             let _ = job.reply.send(result);
             return;
@@ -174,7 +192,7 @@ impl Committer {
             steps.push(Box::pin(client.query(statement, params)));
         }
         steps.push(Box::pin(simple(client, "COMMIT")));
-        let mut results = join_in_order(steps).await;
+        let mut results = join_in_order(steps, on_sent).await;
         let commit = results.pop().expect("the commit's result");
         let begin = results.remove(0);
         let all_ok = results.iter().all(Result::is_ok);
@@ -193,7 +211,7 @@ impl Committer {
                     .zip(&param_refs)
                     .map(|(statement, params)| -> Step<'_> { Box::pin(client.query(statement, params)) })
                     .collect();
-                let results = join_in_order(steps).await;
+                let results = join_in_order(steps, || {}).await;
                 for (job, result) in jobs.into_iter().zip(results) {
                     let _ = job.reply.send(result.map_err(Failure::Sql));
                 }
@@ -217,9 +235,14 @@ async fn simple(client: &Client, sql: &'static str) -> Result<Vec<Row>, tokio_po
 }
 
 /// Polls the futures in order until all are done. Each sends its request on its first poll, so the
-/// requests reach the connection in this order, without waiting for one another's replies.
-async fn join_in_order<T>(mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> Vec<T> {
+/// requests reach the connection in this order, without waiting for one another's replies; `sent`
+/// runs once they all went out.
+async fn join_in_order<T>(
+    mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>,
+    sent: impl FnOnce(),
+) -> Vec<T> {
     let mut results: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    let mut sent = Some(sent);
     std::future::poll_fn(|cx| {
         let mut pending = false;
         for (future, result) in futures.iter_mut().zip(results.iter_mut()) {
@@ -229,6 +252,9 @@ async fn join_in_order<T>(mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send
                     Poll::Pending => pending = true,
                 }
             }
+        }
+        if let Some(sent) = sent.take() {
+            sent();
         }
         if pending {
             Poll::Pending

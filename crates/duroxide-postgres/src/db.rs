@@ -1,15 +1,16 @@
 //! The pool and the schema together: pooled connections and SQL text rendered for the schema.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use deadpool_postgres::{GenericClient, Object, Pool, Transaction};
 use duroxide_core::provider::ProviderError;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
-use crate::batch::{Committer, Failure, Param};
+use crate::batch::{Committer, Failure, Param, Sent};
 use crate::error::{pool_error, sql_err};
-use crate::mux::Mux;
+use crate::mux::{Conn, Lease, Mux};
 use crate::schema::Schema;
 
 /// SQL of the hot paths, rendered once for the schema (the statement cache is keyed by text).
@@ -196,7 +197,23 @@ impl Db {
         params: &[&(dyn ToSql + Sync)],
         on_error: impl FnOnce(tokio_postgres::Error) -> ProviderError,
     ) -> Result<Vec<Row>, ProviderError> {
-        let conn = self.mux.lease(operation).await?;
+        self.query_via(None, operation, sql, params, on_error).await
+    }
+
+    /// Like [`query_mapped`](Self::query_mapped), on `via` when given and still open: a wake-up
+    /// says that the write it announces was sent there, so this statement runs right after it.
+    pub(crate) async fn query_via(
+        &self,
+        via: Option<Arc<Conn>>,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        on_error: impl FnOnce(tokio_postgres::Error) -> ProviderError,
+    ) -> Result<Vec<Row>, ProviderError> {
+        let conn = match via.filter(|conn| !conn.is_closed()) {
+            Some(conn) => Lease::new(conn),
+            None => self.mux.lease(operation).await?,
+        };
         let (statement, prepared) = conn.statement(sql).await.map_err(sql_err(operation))?;
         if prepared {
             self.count();
@@ -212,9 +229,14 @@ impl Db {
         operation: &'static str,
         sql: &str,
         params: Vec<Param>,
+        sent: Option<Sent>,
         on_error: impl FnOnce(tokio_postgres::Error) -> ProviderError,
     ) -> Result<Vec<Row>, ProviderError> {
-        match self.committer.run(operation, sql, params, &|| self.count()).await {
+        match self
+            .committer
+            .run(operation, sql, params, sent, &|| self.count())
+            .await
+        {
             Ok(rows) => Ok(rows),
             Err(Failure::Sql(err)) => Err(on_error(err)),
             Err(Failure::Provider(err)) => Err(err),
@@ -240,6 +262,20 @@ impl Db {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, ProviderError> {
         exactly_one(operation, self.query(operation, sql, params).await?)
+    }
+
+    /// Like [`query_one`](Self::query_one), on `via` (see [`query_via`](Self::query_via)).
+    pub(crate) async fn query_one_via(
+        &self,
+        via: Option<Arc<Conn>>,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, ProviderError> {
+        let rows = self
+            .query_via(via, operation, sql, params, sql_err(operation))
+            .await?;
+        exactly_one(operation, rows)
     }
 
     /// Runs one statement that returns at most one row.

@@ -38,9 +38,22 @@ pub(crate) struct Conn {
     in_flight: AtomicUsize,
 }
 
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
 impl Conn {
     pub(crate) fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Whether the connection failed (calls on it would fail at once).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.client.is_closed()
     }
 
     /// The connection's prepared statement for `sql`, preparing it (one round trip) the first time;
@@ -65,9 +78,14 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
-    fn new(conn: Arc<Conn>) -> Lease {
+    /// Counts a call on `conn` (also one that a wake-up directed there, see `wakeups`).
+    pub(crate) fn new(conn: Arc<Conn>) -> Lease {
         conn.in_flight.fetch_add(1, Ordering::SeqCst);
         Lease { conn }
+    }
+
+    pub(crate) fn conn(&self) -> &Arc<Conn> {
+        &self.conn
     }
 }
 

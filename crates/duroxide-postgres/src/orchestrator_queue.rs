@@ -1,6 +1,7 @@
 //! The orchestrator queue: creating instances, enqueueing messages, and the peek-lock turn cycle
 //! (fetch, abandon, renew; the ack is in `turn_ack`). Each call is one statement, one round trip.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use duroxide_core::limits::validate_instance_id;
@@ -11,6 +12,7 @@ use tokio_postgres::Row;
 
 use crate::db::Db;
 use crate::lock_token;
+use crate::mux::Conn;
 use crate::rows::{self, get, to_u32, to_u64};
 use crate::wakeups::{Polled, Rest};
 
@@ -66,11 +68,13 @@ pub(crate) async fn enqueue_message(db: &Db, message: &NewMessage) -> Result<(),
 pub(crate) async fn fetch(
     db: &Db,
     lock_timeout: Duration,
+    via: Option<Arc<Conn>>,
 ) -> Result<Polled<OrchestrationItem>, ProviderError> {
     const OP: &str = "fetch_orchestration_item";
     let secret = lock_token::new_secret();
     let row = db
-        .query_one(
+        .query_one_via(
+            via,
             OP,
             &db.sql.fetch_orchestration_item,
             &[&secret, &rows::duration_ms(lock_timeout)],

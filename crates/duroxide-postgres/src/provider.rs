@@ -10,7 +10,7 @@ use duroxide_core::provider::{
     PruneResult, QueueDepths, SystemMetrics, TurnAck, WorkItemLease, WorkerFetch,
 };
 
-use crate::batch::Committer;
+use crate::batch::{Committer, Sent};
 use crate::connection::Target;
 use crate::db::Db;
 use crate::error::ConnectError;
@@ -201,12 +201,45 @@ impl PostgresProvider {
         }
     }
 
-    fn announce_effects(&self, effects: AckEffects) {
-        if let Some(wake) = effects.orchestrator {
-            self.announce(Queue::Orchestrator, wake);
+    /// A hook for an ack: once it is sent, wakes local fetches for the `orchestrator` and `worker`
+    /// items it will make fetchable, with their looks routed after its commit (`Wakeups::work_sent`).
+    fn announce_when_sent(&self, orchestrator: usize, worker: usize) -> Sent {
+        let wakeups = self.inner.wakeups.clone();
+        Box::new(move |conn| {
+            if worker > 0 {
+                wakeups.work_sent(Queue::Worker, Wake::items(worker), conn);
+            }
+            if orchestrator > 0 {
+                wakeups.work_sent(Queue::Orchestrator, Wake::items(orchestrator), conn);
+            }
+        })
+    }
+
+    /// After an ack whose expected items were announced when it was sent: local fetches hear of
+    /// the rest, other processes of everything.
+    fn announce_effects(&self, effects: AckEffects, sent_orchestrator: usize) {
+        if effects.unknown {
+            self.announce(Queue::Orchestrator, Wake::All);
+            self.announce(Queue::Worker, Wake::All);
+            return;
         }
-        if let Some(wake) = effects.worker {
-            self.announce(Queue::Worker, wake);
+        let more = effects
+            .orchestrator
+            .saturating_sub(u32::try_from(sent_orchestrator).unwrap_or(u32::MAX));
+        if more > 0 {
+            self.inner
+                .wakeups
+                .work_arrived(Queue::Orchestrator, Wake::Some(more));
+        }
+        if effects.orchestrator > 0 {
+            self.inner
+                .listener
+                .announce(Queue::Orchestrator, Wake::Some(effects.orchestrator));
+        }
+        if effects.worker > 0 {
+            self.inner
+                .listener
+                .announce(Queue::Worker, Wake::Some(effects.worker));
         }
     }
 }
@@ -234,15 +267,17 @@ impl Provider for PostgresProvider {
     ) -> Result<Option<OrchestrationItem>, ProviderError> {
         self.inner
             .wakeups
-            .long_poll(Queue::Orchestrator, ORCHESTRATOR_KEY, poll_timeout, || {
-                orchestrator_queue::fetch(self.db(), lock_timeout)
+            .long_poll(Queue::Orchestrator, ORCHESTRATOR_KEY, poll_timeout, |via| {
+                orchestrator_queue::fetch(self.db(), lock_timeout, via)
             })
             .await
     }
 
     async fn ack_orchestration_item(&self, lock_token: &str, ack: TurnAck) -> Result<(), ProviderError> {
-        let effects = turn_ack::ack(self.db(), lock_token, &ack).await?;
-        self.announce_effects(effects);
+        let messages = ack.messages.len();
+        let sent = self.announce_when_sent(messages, ack.worker_items.len());
+        let effects = turn_ack::ack(self.db(), lock_token, &ack, Some(sent)).await?;
+        self.announce_effects(effects, messages);
         // At least the turn's message, and the cancelled work items.
         self.deleted(1 + ack.cancel_activities.len() as u64);
         Ok(())
@@ -277,7 +312,7 @@ impl Provider for PostgresProvider {
             return self
                 .inner
                 .wakeups
-                .long_poll(Queue::Worker, "admits nothing", poll_timeout, || async {
+                .long_poll(Queue::Worker, "admits nothing", poll_timeout, |_| async {
                     Ok(crate::wakeups::Polled::Empty { due: None })
                 })
                 .await;
@@ -285,8 +320,8 @@ impl Provider for PostgresProvider {
         let key = worker_queue::request_key(request);
         self.inner
             .wakeups
-            .long_poll(Queue::Worker, &key, poll_timeout, || {
-                worker_queue::fetch(self.db(), request)
+            .long_poll(Queue::Worker, &key, poll_timeout, |via| {
+                worker_queue::fetch(self.db(), request, via)
             })
             .await
     }
@@ -296,8 +331,10 @@ impl Provider for PostgresProvider {
         lock_token: &str,
         completion: Option<NewMessage>,
     ) -> Result<(), ProviderError> {
-        if worker_queue::ack(self.db(), lock_token, completion.as_ref()).await? {
-            self.announce(Queue::Orchestrator, Wake::Some(1));
+        let sent = completion.is_some().then(|| self.announce_when_sent(1, 0));
+        if worker_queue::ack(self.db(), lock_token, completion.as_ref(), sent).await? {
+            // Local fetches heard of it when the ack was sent.
+            self.inner.listener.announce(Queue::Orchestrator, Wake::Some(1));
         }
         self.deleted(1);
         Ok(())

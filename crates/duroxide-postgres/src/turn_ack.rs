@@ -13,7 +13,7 @@ use duroxide_core::provider::{
 };
 use tokio_postgres::error::SqlState;
 
-use crate::batch::Param;
+use crate::batch::{Param, Sent};
 
 use crate::db::Db;
 use crate::error::{db_error, describe};
@@ -21,20 +21,20 @@ use crate::fingerprint::Fingerprint;
 use crate::lock_token;
 use crate::orchestrator_queue::lock_lost;
 use crate::rows::{get, time_to_i64, to_i64};
-use crate::wakeups::Wake;
 
 const OP: &str = "ack_orchestration_item";
 
-/// The work an ack made fetchable, per queue (`None`: none).
+/// The work an ack made fetchable: items per queue, or `unknown` (a repeat of an ack that committed
+/// earlier, whose wake-ups may never have gone out).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct AckEffects {
-    pub(crate) orchestrator: Option<Wake>,
-    pub(crate) worker: Option<Wake>,
+    pub(crate) orchestrator: u32,
+    pub(crate) worker: u32,
+    pub(crate) unknown: bool,
 }
 
-/// A count of new items as a wake-up (`None` for none).
-fn items(count: i32) -> Option<Wake> {
-    usize::try_from(count).ok().filter(|&n| n > 0).map(Wake::items)
+fn count(value: i32) -> u32 {
+    u32::try_from(value).unwrap_or(0)
 }
 
 /// Messages as parallel arrays, the shape `enqueue_messages` takes.
@@ -170,8 +170,13 @@ fn digest(ack: &TurnAck) -> i64 {
     f.finish() as i64
 }
 
-/// `Provider::ack_orchestration_item`.
-pub(crate) async fn ack(db: &Db, token: &str, ack: &TurnAck) -> Result<AckEffects, ProviderError> {
+/// `Provider::ack_orchestration_item`. `sent`: see `batch`.
+pub(crate) async fn ack(
+    db: &Db,
+    token: &str,
+    ack: &TurnAck,
+    sent: Option<Sent>,
+) -> Result<AckEffects, ProviderError> {
     let (secret, instance_id) = lock_token::parse(token).ok_or_else(|| lock_lost(OP))?;
     let execution_id = to_i64(OP, "execution id", ack.execution_id)?;
     let event_ids = ack
@@ -247,7 +252,7 @@ pub(crate) async fn ack(db: &Db, token: &str, ack: &TurnAck) -> Result<AckEffect
     ]);
 
     let row = db
-        .commit_query(OP, &db.sql.ack_orchestration_item, params, |err| {
+        .commit_query(OP, &db.sql.ack_orchestration_item, params, sent, |err| {
             refused_ack(err, instance_id, ack.execution_id)
         })
         .await?
@@ -255,14 +260,15 @@ pub(crate) async fn ack(db: &Db, token: &str, ack: &TurnAck) -> Result<AckEffect
         .ok_or_else(|| ProviderError::permanent(OP, "the ack function returned no row"))?;
     match get::<i32>(OP, &row, 0)? {
         0 => Ok(AckEffects {
-            orchestrator: items(get(OP, &row, 2)?),
-            worker: items(get(OP, &row, 3)?),
+            orchestrator: count(get(OP, &row, 2)?),
+            worker: count(get(OP, &row, 3)?),
+            unknown: false,
         }),
         // Committed by an earlier attempt whose reply was lost, so its wake-ups may never have gone
-        // out, and how much they announced is not known: wake every fetch now.
+        // out, and how much they announced is not known.
         1 => Ok(AckEffects {
-            orchestrator: Some(Wake::All),
-            worker: Some(Wake::All),
+            unknown: true,
+            ..AckEffects::default()
         }),
         2 => Err(lock_lost(OP)),
         _ => {

@@ -24,7 +24,7 @@
 //! released session, a reconnected listener) make every fetch decide again: the first to look does so
 //! for all.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +33,8 @@ use std::time::Duration;
 use duroxide_core::provider::ProviderError;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::mux::Conn;
 
 /// How long "known empty" is trusted without a look: a safety net against a notification lost in a
 /// way the listener cannot see. It bounds an idle provider to one query per queue per interval.
@@ -44,6 +46,10 @@ const MAX_KNOWN: usize = 64;
 /// Targeted wake-ups beyond this many per key wake every waiter of the key instead (there are rarely
 /// more waiting fetches than this).
 const MAX_TARGETED: u32 = 64;
+
+/// An announcement of a write not yet committed routes at most this many looks to its connection;
+/// the rest are plain tickets.
+const MAX_VIA: u32 = 16;
 
 /// What one look at a queue found.
 #[derive(Debug)]
@@ -112,12 +118,13 @@ impl KnownEmpty {
 }
 
 /// What a fetch should do next about one request key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Next {
     /// The queue is known empty until then: wait without a query.
     Trust(Instant),
-    /// Look. `refresh`: this fetch took the job of renewing knowledge that ran out by itself.
-    Look { refresh: bool },
+    /// Look. `refresh`: this fetch took the job of renewing knowledge that ran out by itself. `via`:
+    /// the connection the announced write went to (see [`Wakeups::work_sent`]).
+    Look { refresh: bool, via: Option<Arc<Conn>> },
     /// Another fetch is renewing the knowledge; wait for its answer.
     AwaitRefresh,
 }
@@ -129,6 +136,10 @@ struct KeyState {
     known: Option<KnownEmpty>,
     /// Looks owed to announced items.
     tickets: u64,
+    /// Looks owed to items of writes not yet committed, each to be sent to the connection its write
+    /// went to (see [`Wakeups::work_sent`]). Such a look runs after the commit, so no other look
+    /// can make it unnecessary: these are never voided.
+    via: VecDeque<Arc<Conn>>,
     /// Looks in progress.
     looking: u32,
 }
@@ -161,13 +172,19 @@ impl Signal {
         keys.entry(key.to_owned()).or_default().wake.clone()
     }
 
-    fn announce(&self, wake: Wake) {
+    fn announce(&self, wake: Wake, via: Option<&Arc<Conn>>) {
         let mut keys = self.keys();
         match wake {
             Wake::Some(n) => {
-                self.announced.fetch_add(u64::from(n), Ordering::SeqCst);
+                let routed = via.map_or(0, |_| n.min(MAX_VIA));
+                self.announced.fetch_add(u64::from(n - routed), Ordering::SeqCst);
                 for state in keys.values_mut() {
-                    state.tickets = state.tickets.saturating_add(u64::from(n));
+                    for _ in 0..routed {
+                        state
+                            .via
+                            .push_back(via.expect("routed only with a connection").clone());
+                    }
+                    state.tickets = state.tickets.saturating_add(u64::from(n - routed));
                     if n > MAX_TARGETED {
                         state.wake.notify_waiters();
                     } else {
@@ -199,18 +216,35 @@ impl Signal {
     fn next(&self, key: &str, epoch: u64, now: Instant) -> Next {
         let mut keys = self.keys();
         let state = keys.entry(key.to_owned()).or_default();
-        let next = if state.tickets > 0 {
+        let next = if let Some(conn) = state.via.pop_front() {
+            Next::Look {
+                refresh: false,
+                via: Some(conn),
+            }
+        } else if state.tickets > 0 {
             state.tickets -= 1;
-            Next::Look { refresh: false }
+            Next::Look {
+                refresh: false,
+                via: None,
+            }
         } else {
             match state.known.as_mut() {
-                None => Next::Look { refresh: false },
-                Some(entry) if entry.epoch != epoch => Next::Look { refresh: false },
+                None => Next::Look {
+                    refresh: false,
+                    via: None,
+                },
+                Some(entry) if entry.epoch != epoch => Next::Look {
+                    refresh: false,
+                    via: None,
+                },
                 Some(entry) if now < entry.expires() => Next::Trust(entry.expires()),
                 Some(entry) if entry.refreshing => Next::AwaitRefresh,
                 Some(entry) => {
                     entry.refreshing = true;
-                    Next::Look { refresh: true }
+                    Next::Look {
+                        refresh: true,
+                        via: None,
+                    }
                 }
             }
         };
@@ -223,7 +257,10 @@ impl Signal {
     /// A look without asking [`next`](Self::next) (a zero timeout, no listener).
     fn look_anyway(&self, key: &str) -> Next {
         self.keys().entry(key.to_owned()).or_default().looking += 1;
-        Next::Look { refresh: false }
+        Next::Look {
+            refresh: false,
+            via: None,
+        }
     }
 
     /// A look (counted by [`next`](Self::next) or [`look_anyway`](Self::look_anyway)) ended.
@@ -305,7 +342,17 @@ impl Wakeups {
 
     /// Work may have become fetchable on `queue`; `wake` says how much.
     pub(crate) fn work_arrived(&self, queue: Queue, wake: Wake) {
-        self.signal(queue).announce(wake);
+        self.signal(queue).announce(wake, None);
+    }
+
+    /// A write that will make `wake` items fetchable on `queue` was just sent on `conn` and has not
+    /// committed yet. Announced now, the woken fetches send their looks to `conn`, where they run
+    /// right after that commit: the item is taken without waiting for the writer to hear of its
+    /// commit, then for the fetch to hear of the writer. (Sent anywhere else, a look could run
+    /// before the commit and find nothing.) If the write fails, those looks find nothing, as after
+    /// any stale announcement.
+    pub(crate) fn work_sent(&self, queue: Queue, wake: Wake, conn: &Arc<Conn>) {
+        self.signal(queue).announce(wake, Some(conn));
     }
 
     /// Ends every wait: fetches that then find nothing return `None` at once.
@@ -319,8 +366,8 @@ impl Wakeups {
     /// missed while it was down.
     pub(crate) fn set_listening(&self, listening: bool) {
         self.listening.store(listening, Ordering::SeqCst);
-        self.orchestrator.announce(Wake::All);
-        self.worker.announce(Wake::All);
+        self.orchestrator.announce(Wake::All, None);
+        self.worker.announce(Wake::All, None);
     }
 
     pub(crate) fn is_listening(&self) -> bool {
@@ -339,7 +386,7 @@ impl Wakeups {
         mut look: F,
     ) -> Result<Option<T>, ProviderError>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(Option<Arc<Conn>>) -> Fut,
         Fut: Future<Output = Result<Polled<T>, ProviderError>>,
     {
         let signal = self.signal(queue);
@@ -367,7 +414,7 @@ impl Wakeups {
                 Next::Trust(until) => until,
                 // Woken when the refreshing fetch is done.
                 Next::AwaitRefresh => deadline,
-                Next::Look { refresh } => {
+                Next::Look { refresh, via } => {
                     let _guard = LookGuard { signal, key, refresh };
                     let known_empty = |due: Option<Duration>| {
                         let looked_at = Instant::now();
@@ -382,7 +429,7 @@ impl Wakeups {
                         signal.drained(key, announced, known);
                         known
                     };
-                    match look().await? {
+                    match look(via).await? {
                         Polled::Found { item, rest } => {
                             match rest {
                                 Rest::More => signal.more(key),
@@ -437,7 +484,7 @@ mod tests {
             let (wakeups, looks) = (wakeups.clone(), looks.clone());
             async move {
                 wakeups
-                    .long_poll(queue, "k", poll, || {
+                    .long_poll(queue, "k", poll, |_| {
                         looks.fetch_add(1, Ordering::SeqCst);
                         async move { Ok(Polled::<()>::Empty { due }) }
                     })
@@ -467,7 +514,7 @@ mod tests {
         for _ in 0..5 {
             let looks = looks.clone();
             let found = wakeups
-                .long_poll(Queue::Orchestrator, "k", Duration::from_millis(100), || {
+                .long_poll(Queue::Orchestrator, "k", Duration::from_millis(100), |_| {
                     looks.fetch_add(1, Ordering::SeqCst);
                     async { Ok(Polled::<()>::Empty { due: None }) }
                 })
@@ -495,7 +542,7 @@ mod tests {
                     while started.elapsed() < RECHECK * 5 {
                         let looks = looks.clone();
                         wakeups
-                            .long_poll(Queue::Worker, "k", Duration::from_millis(100), || {
+                            .long_poll(Queue::Worker, "k", Duration::from_millis(100), |_| {
                                 looks.fetch_add(1, Ordering::SeqCst);
                                 async { Ok(Polled::<()>::Empty { due: None }) }
                             })
@@ -533,7 +580,7 @@ mod tests {
             let wakeups = wakeups.clone();
             async move {
                 wakeups
-                    .long_poll(Queue::Orchestrator, "k", Duration::from_secs(60), || {
+                    .long_poll(Queue::Orchestrator, "k", Duration::from_secs(60), |_| {
                         std::future::pending::<Result<Polled<()>, ProviderError>>()
                     })
                     .await
@@ -576,7 +623,7 @@ mod tests {
                 tokio::spawn(async move {
                     loop {
                         let got = wakeups
-                            .long_poll(Queue::Worker, "k", Duration::from_millis(100), || {
+                            .long_poll(Queue::Worker, "k", Duration::from_millis(100), |_| {
                                 looks.fetch_add(1, Ordering::SeqCst);
                                 let taken = items
                                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -644,7 +691,7 @@ mod tests {
                 let mut started = Some(started_tx);
                 let mut release = Some(release_rx);
                 wakeups
-                    .long_poll(Queue::Orchestrator, "k", Duration::from_secs(60), || {
+                    .long_poll(Queue::Orchestrator, "k", Duration::from_secs(60), |_| {
                         let started = started.take();
                         let release = release.take();
                         async move {
@@ -679,7 +726,7 @@ mod tests {
     async fn a_look_that_took_the_last_item_spares_the_next_fetch_a_look() {
         let wakeups = listening();
         let empty = |looks: Arc<AtomicUsize>| {
-            move || {
+            move |_| {
                 looks.fetch_add(1, Ordering::SeqCst);
                 async { Ok(Polled::<()>::Empty { due: None }) }
             }
@@ -691,7 +738,7 @@ mod tests {
             .expect("ok");
         wakeups.work_arrived(Queue::Worker, Wake::Some(1));
         let found = wakeups
-            .long_poll(Queue::Worker, "k", Duration::from_secs(60), || async {
+            .long_poll(Queue::Worker, "k", Duration::from_secs(60), |_| async {
                 Ok(Polled::Found {
                     item: (),
                     rest: Rest::Empty { due: None },

@@ -1,15 +1,17 @@
 //! The worker queue: fetching an activity under a lease (tag filter, session routing), acking it with
 //! its completion, abandoning and renewing it, and session leases.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use duroxide_core::provider::{
     ActivityRef, NewMessage, ProviderError, TagFilter, WorkItemLease, WorkerFetch,
 };
 
-use crate::batch::Param;
+use crate::batch::{Param, Sent};
 use crate::db::Db;
 use crate::lock_token;
+use crate::mux::Conn;
 use crate::orchestrator_queue::{due_from_now, rest};
 use crate::rows::{self, get, to_u32, to_u64};
 use crate::turn_ack::MessageColumns;
@@ -42,7 +44,11 @@ pub(crate) fn request_key(request: &WorkerFetch) -> String {
 }
 
 /// `Provider::fetch_work_item`, one look.
-pub(crate) async fn fetch(db: &Db, request: &WorkerFetch) -> Result<Polled<WorkItemLease>, ProviderError> {
+pub(crate) async fn fetch(
+    db: &Db,
+    request: &WorkerFetch,
+    via: Option<Arc<Conn>>,
+) -> Result<Polled<WorkItemLease>, ProviderError> {
     const OP: &str = "fetch_work_item";
     let Some((untagged, any_tag, tags)) = tag_params(&request.tag_filter) else {
         return Ok(Polled::Empty { due: None });
@@ -52,7 +58,8 @@ pub(crate) async fn fetch(db: &Db, request: &WorkerFetch) -> Result<Polled<WorkI
     let session_lease = request.session.as_ref().map_or(0, |s| rows::duration_ms(s.lease));
     let may_claim = request.session.as_ref().is_some_and(|s| s.may_claim_new);
     let row = db
-        .query_one(
+        .query_one_via(
+            via,
             OP,
             &db.sql.fetch_work_item,
             &[
@@ -103,11 +110,12 @@ fn parse_token(operation: &'static str, token: &str) -> Result<(i64, uuid::Uuid)
         .ok_or_else(|| lock_lost(operation))
 }
 
-/// `Provider::ack_work_item`. Returns whether a completion was enqueued.
+/// `Provider::ack_work_item`. Returns whether a completion was enqueued. `sent`: see `batch`.
 pub(crate) async fn ack(
     db: &Db,
     token: &str,
     completion: Option<&NewMessage>,
+    sent: Option<Sent>,
 ) -> Result<bool, ProviderError> {
     const OP: &str = "ack_work_item";
     let (id, secret) = parse_token(OP, token)?;
@@ -115,7 +123,7 @@ pub(crate) async fn ack(
     let mut params: Vec<Param> = vec![Box::new(id), Box::new(secret)];
     params.extend(messages.params());
     let rows = db
-        .commit_query(OP, &db.sql.ack_work_item, params, crate::error::sql_err(OP))
+        .commit_query(OP, &db.sql.ack_work_item, params, sent, crate::error::sql_err(OP))
         .await?;
     let row = rows
         .first()
