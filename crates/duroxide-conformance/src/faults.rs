@@ -51,10 +51,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use duroxide_core::provider::{
-    ActivityRef, CustomStatus, DeleteResult, ExecutionInfo, HistoryRecord, InstanceFilter, InstanceInfo,
-    InstanceStats, InstanceStatus, KvEntry, NewMessage, OrchestrationItem, Provider, ProviderError,
-    ProviderErrorKind, PruneOptions, PruneResult, QueueDepths, SystemMetrics, TurnAck, WorkItemLease,
-    WorkerFetch,
+    ActivityRef, CustomStatus, DeleteResult, ExecutionInfo, HistoryRecord, InstanceChangeHook,
+    InstanceFilter, InstanceInfo, InstanceStats, InstanceStatus, KvEntry, NewMessage, OrchestrationItem,
+    Provider, ProviderError, ProviderErrorKind, PruneOptions, PruneResult, QueueDepths, SystemMetrics,
+    TurnAck, WorkItemLease, WorkerFetch,
 };
 
 // ---- randomness -------------------------------------------------------------------------------------
@@ -903,6 +903,11 @@ impl Provider for FaultyProvider {
 
     fn wake_all(&self) {
         self.inner.wake_all();
+    }
+
+    /// Forwarded: a wrapper must not hide that its store reports changes.
+    fn watch_instance_changes(&self, on_change: InstanceChangeHook) -> bool {
+        self.inner.watch_instance_changes(on_change)
     }
 }
 

@@ -28,7 +28,9 @@
 //!   fetch, not all. After a look that left nothing fetchable a queue is known empty until an
 //!   announcement, a stored due time or a two-second recheck, so an idle runtime issues about one
 //!   query per queue every two seconds (see `wakeups` and `listener` in the source for why NOTIFY is
-//!   sent after the commit).
+//!   sent after the commit). Acks that change an instance's status or custom status announce its id
+//!   the same way, so a client waiting in another process wakes at once
+//!   (`Provider::watch_instance_changes`).
 //! * **Queues stay small.** Queue rows live for moments and leave dead index entries that every claim
 //!   would step over; the provider vacuums the two queue tables itself after every few thousand rows
 //!   it deleted (`maintenance` in the source), since autovacuum comes by about once a minute.

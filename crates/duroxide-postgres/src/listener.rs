@@ -13,15 +13,26 @@
 //! a process dying between its commit and its notification leaves other processes to notice the work at
 //! their next due time or recheck (`wakeups::RECHECK`) instead of at once; nothing is lost.
 //!
+//! The same channel carries changes for waiting clients: after an ack that changed an instance's
+//! status or custom status committed, the instance id goes out (coalesced, many ids per payload, see
+//! [`instance_payloads`]), and every other provider object calls the hooks clients registered with
+//! `Provider::watch_instance_changes`, so a client in another process learns of a completion at once
+//! instead of at its next poll.
+//!
 //! Notifications sent by this connection come back to it; they are ignored (by backend pid), since
-//! this object's fetches were already woken directly. When the connection drops, the listener
-//! reconnects with backoff; meanwhile fetches fall back to looking at every wake-up.
+//! this object's fetches and its process's waiting clients were already woken directly. When the
+//! connection drops, the listener reconnects with backoff; meanwhile fetches fall back to looking at
+//! every wake-up and clients to their safety-net polls. A payload this version does not know wakes
+//! every fetch (it may announce work in a format from a newer version); a malformed list of instance
+//! ids is ignored.
 
+use std::collections::HashSet;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use duroxide_core::provider::InstanceChangeHook;
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Client, Connection, NoTls, Socket};
@@ -32,6 +43,14 @@ use crate::wakeups::{Queue, Wake, Wakeups};
 
 const ORCHESTRATOR_PREFIX: char = 'o';
 const WORKER_PREFIX: char = 'w';
+/// Instance changes: `i` followed by `<byte length>:<id>` per instance, e.g. `i3:abc1:x`. Lengths
+/// rather than separators, since an instance id may contain any character.
+const INSTANCES_PREFIX: char = 'i';
+/// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
+const MAX_PAYLOAD_BYTES: usize = 7999;
+/// Most instance ids waiting to be announced. They pile up only while the connection is down; the
+/// surplus is dropped, and clients waiting for those instances find out at their safety-net polls.
+const MAX_PENDING_INSTANCES: usize = 10_000;
 /// The pending count that stands for [`Wake::All`].
 const ALL: u32 = u32::MAX;
 
@@ -44,15 +63,52 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 struct Outbox {
     orchestrator: AtomicU32,
     worker: AtomicU32,
+    /// Instances whose status or custom status changed (deduplicated until sent).
+    instances: Mutex<HashSet<String>>,
     ready: Notify,
     /// NOTIFY statements sent so far.
     sent: AtomicU64,
+}
+
+/// The hooks registered with `Provider::watch_instance_changes`, called for other objects' changes.
+#[derive(Default)]
+struct Watchers {
+    hooks: Mutex<Vec<InstanceChangeHook>>,
+}
+
+impl std::fmt::Debug for Watchers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner()).len();
+        f.debug_struct("Watchers").field("hooks", &hooks).finish()
+    }
+}
+
+impl Watchers {
+    /// Adds `hook` unless it is registered already (clients register one shared hook each time
+    /// one is created; it must still run once per change).
+    fn add(&self, hook: InstanceChangeHook) {
+        let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
+        if !hooks.iter().any(|h| Arc::ptr_eq(h, &hook)) {
+            hooks.push(hook);
+        }
+    }
+
+    /// Calls every hook with every id; outside the lock, so a hook may register another.
+    fn changed(&self, ids: &[&str]) {
+        let hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for hook in &hooks {
+            for id in ids {
+                hook(id);
+            }
+        }
+    }
 }
 
 /// The listener of one provider object; dropping it stops its task and closes its connection.
 #[derive(Debug)]
 pub(crate) struct Listener {
     outbox: Arc<Outbox>,
+    watchers: Arc<Watchers>,
     task: JoinHandle<()>,
 }
 
@@ -70,11 +126,20 @@ impl Listener {
         wakeups: Arc<Wakeups>,
     ) -> Result<Listener, ConnectError> {
         let outbox = Arc::new(Outbox::default());
+        let watchers = Arc::new(Watchers::default());
         let (ready_tx, ready_rx) = oneshot::channel();
         let description = target.description.clone();
-        let task = tokio::spawn(run(target, channel, wakeups, outbox.clone(), ready_tx));
+        let heard = Heard {
+            wakeups,
+            watchers: watchers.clone(),
+        };
+        let task = tokio::spawn(run(target, channel, heard, outbox.clone(), ready_tx));
         match ready_rx.await {
-            Ok(Ok(())) => Ok(Listener { outbox, task }),
+            Ok(Ok(())) => Ok(Listener {
+                outbox,
+                watchers,
+                task,
+            }),
             Ok(Err(err)) => {
                 task.abort();
                 Err(err)
@@ -102,6 +167,24 @@ impl Listener {
         self.outbox.ready.notify_one();
     }
 
+    /// Tells every other provider object on the schema that `instance_id`'s status or custom status
+    /// changed (call after the commit). Returns at once.
+    pub(crate) fn announce_instance(&self, instance_id: &str) {
+        {
+            let mut pending = self.outbox.instances.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.len() >= MAX_PENDING_INSTANCES {
+                return;
+            }
+            pending.insert(instance_id.to_owned());
+        }
+        self.outbox.ready.notify_one();
+    }
+
+    /// Calls `hook` for every instance change other provider objects announce from now on.
+    pub(crate) fn watch_instances(&self, hook: InstanceChangeHook) {
+        self.watchers.add(hook);
+    }
+
     /// How many NOTIFY statements this listener has sent.
     pub(crate) fn notifications_sent(&self) -> u64 {
         self.outbox.sent.load(Ordering::Relaxed)
@@ -117,11 +200,36 @@ impl Drop for DeafOnExit<'_> {
     }
 }
 
+/// Where heard notifications go.
+struct Heard {
+    wakeups: Arc<Wakeups>,
+    watchers: Arc<Watchers>,
+}
+
+impl Heard {
+    /// Routes one notification from another provider object.
+    fn notification(&self, payload: &str) {
+        match parse(payload) {
+            Some(Announcement::Work(queue, wake)) => self.wakeups.work_arrived(queue, wake),
+            Some(Announcement::Instances(ids)) => self.watchers.changed(&ids),
+            // A malformed list of ids: nothing to wake, and no work was announced.
+            None if payload.starts_with(INSTANCES_PREFIX) => {
+                tracing::debug!(target: "duroxide::postgres", payload, "ignoring a malformed instance-change notification");
+            }
+            // Perhaps work announced by a newer version: looking costs a query, missing it a delay.
+            None => {
+                self.wakeups.work_arrived(Queue::Orchestrator, Wake::All);
+                self.wakeups.work_arrived(Queue::Worker, Wake::All);
+            }
+        }
+    }
+}
+
 /// Connects and serves until the provider is dropped, reconnecting with backoff.
 async fn run(
     target: Target,
     channel: String,
-    wakeups: Arc<Wakeups>,
+    heard: Heard,
     outbox: Arc<Outbox>,
     ready: oneshot::Sender<Result<(), ConnectError>>,
 ) {
@@ -130,12 +238,12 @@ async fn run(
     let own_pid = AtomicI32::new(0);
     // However the task ends (the provider dropped, its runtime shut down), fetches must stop
     // trusting that other processes' writes are heard.
-    let _deaf_on_exit = DeafOnExit(&wakeups);
+    let _deaf_on_exit = DeafOnExit(&heard.wakeups);
     loop {
         match target.config.connect(NoTls).await {
             Ok((client, connection)) => {
                 let served = serve(
-                    &client, connection, &channel, &wakeups, &outbox, &own_pid, &mut ready, &mut retry,
+                    &client, connection, &channel, &heard, &outbox, &own_pid, &mut ready, &mut retry,
                 );
                 if let Err(reason) = served.await {
                     if let Some(ready) = ready.take() {
@@ -148,7 +256,7 @@ async fn run(
                     }
                     tracing::warn!(target: "duroxide::postgres", %reason, "the listener connection failed; reconnecting");
                 }
-                wakeups.set_listening(false);
+                heard.wakeups.set_listening(false);
             }
             Err(err) => {
                 if let Some(ready) = ready.take() {
@@ -174,7 +282,7 @@ async fn serve(
     client: &Client,
     mut connection: Connection<Socket, tokio_postgres::tls::NoTlsStream>,
     channel: &str,
-    wakeups: &Wakeups,
+    heard: &Heard,
     outbox: &Outbox,
     own_pid: &AtomicI32,
     ready: &mut Option<oneshot::Sender<Result<(), ConnectError>>>,
@@ -188,13 +296,7 @@ async fn serve(
                     if note.process_id() == own_pid.load(Ordering::SeqCst) {
                         continue;
                     }
-                    match parse(note.payload()) {
-                        Some((queue, wake)) => wakeups.work_arrived(queue, wake),
-                        None => {
-                            wakeups.work_arrived(Queue::Orchestrator, Wake::All);
-                            wakeups.work_arrived(Queue::Worker, Wake::All);
-                        }
-                    }
+                    heard.notification(note.payload());
                 }
                 Some(Ok(_)) => {}
                 Some(Err(err)) => return Err(describe(&err)),
@@ -218,7 +320,7 @@ async fn serve(
             .prepare("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
             .await
             .map_err(|e| describe(&e))?;
-        wakeups.set_listening(true);
+        heard.wakeups.set_listening(true);
         *retry = FIRST_RETRY;
         if let Some(ready) = ready.take() {
             let _ = ready.send(Ok(()));
@@ -235,6 +337,8 @@ async fn serve(
                     n => payloads.push(format!("{prefix}{n}")),
                 }
             }
+            let instances = std::mem::take(&mut *outbox.instances.lock().unwrap_or_else(|p| p.into_inner()));
+            payloads.extend(instance_payloads(instances.iter().map(String::as_str)));
             if payloads.is_empty() {
                 outbox.ready.notified().await;
                 continue;
@@ -252,20 +356,71 @@ async fn serve(
     }
 }
 
-/// The queue and wake-up a notification payload announces; `None` for a payload this version does not
-/// know (which then wakes everything).
-fn parse(payload: &str) -> Option<(Queue, Wake)> {
+/// What one notification payload says.
+#[derive(Debug, PartialEq, Eq)]
+enum Announcement<'a> {
+    /// Work became fetchable on a queue.
+    Work(Queue, Wake),
+    /// These instances' status or custom status changed.
+    Instances(Vec<&'a str>),
+}
+
+/// What a notification payload announces; `None` for a payload this version does not know or a
+/// malformed one.
+fn parse(payload: &str) -> Option<Announcement<'_>> {
     let mut chars = payload.chars();
     let queue = match chars.next()? {
         ORCHESTRATOR_PREFIX => Queue::Orchestrator,
         WORKER_PREFIX => Queue::Worker,
+        INSTANCES_PREFIX => return parse_instances(chars.as_str()).map(Announcement::Instances),
         _ => return None,
     };
     let wake = match chars.as_str() {
         "*" => Wake::All,
         count => Wake::Some(count.parse().ok()?),
     };
-    Some((queue, wake))
+    Some(Announcement::Work(queue, wake))
+}
+
+/// `<byte length>:<id>` repeated; `None` unless the whole text is well formed.
+fn parse_instances(mut rest: &str) -> Option<Vec<&str>> {
+    let mut ids = Vec::new();
+    while !rest.is_empty() {
+        let (length, after) = rest.split_once(':')?;
+        if length.is_empty() || !length.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let length: usize = length.parse().ok()?;
+        // `get` refuses a length that ends inside a character.
+        ids.push(after.get(..length)?);
+        rest = &after[length..];
+    }
+    Some(ids)
+}
+
+/// The payloads announcing `ids`: as many ids per payload as fit in PostgreSQL's limit. An id too
+/// long for any payload (longer than instance ids may be) is left out; its waiters poll.
+fn instance_payloads<'a>(ids: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut payloads = Vec::new();
+    let mut current = String::new();
+    for id in ids {
+        let entry = format!("{}:{id}", id.len());
+        if 1 + entry.len() > MAX_PAYLOAD_BYTES {
+            tracing::debug!(target: "duroxide::postgres", bytes = id.len(), "an instance id too long to announce");
+            continue;
+        }
+        if !current.is_empty() && current.len() + entry.len() > MAX_PAYLOAD_BYTES {
+            payloads.push(std::mem::take(&mut current));
+        }
+        if current.is_empty() {
+            current.push(INSTANCES_PREFIX);
+        }
+        current.push_str(&entry);
+    }
+    if !current.is_empty() {
+        payloads.push(current);
+    }
+    payloads
 }
 
 #[cfg(test)]
@@ -274,11 +429,55 @@ mod tests {
 
     #[test]
     fn payloads_name_the_queue_and_the_count() {
-        assert_eq!(parse("o3"), Some((Queue::Orchestrator, Wake::Some(3))));
-        assert_eq!(parse("w1"), Some((Queue::Worker, Wake::Some(1))));
-        assert_eq!(parse("w*"), Some((Queue::Worker, Wake::All)));
+        assert_eq!(
+            parse("o3"),
+            Some(Announcement::Work(Queue::Orchestrator, Wake::Some(3)))
+        );
+        assert_eq!(
+            parse("w1"),
+            Some(Announcement::Work(Queue::Worker, Wake::Some(1)))
+        );
+        assert_eq!(parse("w*"), Some(Announcement::Work(Queue::Worker, Wake::All)));
         for unknown in ["", "o", "x1", "o-1", "wx"] {
             assert_eq!(parse(unknown), None, "{unknown:?}");
         }
+    }
+
+    #[test]
+    fn instance_payloads_round_trip_any_id() {
+        let ids = ["a", "with:colon", "3:looks-like-a-length", "ünïcode", "o3"];
+        let payloads = instance_payloads(ids);
+        assert_eq!(payloads.len(), 1);
+        assert_eq!(parse(&payloads[0]), Some(Announcement::Instances(ids.to_vec())));
+    }
+
+    #[test]
+    fn malformed_instance_payloads_are_refused_whole() {
+        for bad in ["i3", "i3:ab", "ix:abc", "i:a", "i-1:a", "i1:a2:b"] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+        // A length that ends inside a multi-byte character.
+        assert_eq!(parse("i1:é"), None);
+        assert_eq!(parse("i"), Some(Announcement::Instances(vec![])));
+    }
+
+    #[test]
+    fn many_ids_are_chunked_below_the_payload_limit() {
+        let ids: Vec<String> = (0..200).map(|n| format!("{n:0>250}")).collect();
+        let payloads = instance_payloads(ids.iter().map(String::as_str));
+        assert!(payloads.len() > 1);
+        assert!(
+            payloads.iter().all(|p| p.len() <= MAX_PAYLOAD_BYTES),
+            "a payload is too long"
+        );
+        let heard: Vec<&str> = payloads
+            .iter()
+            .flat_map(|p| match parse(p) {
+                Some(Announcement::Instances(ids)) => ids,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(heard, ids.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(instance_payloads([&*"x".repeat(MAX_PAYLOAD_BYTES)]).is_empty());
     }
 }

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use duroxide_core::provider::{
-    CustomStatus, DeleteResult, ExecutionInfo, HistoryRecord, InstanceFilter, InstanceInfo, InstanceStats,
-    InstanceStatus, KvEntry, NewMessage, OrchestrationItem, Provider, ProviderError, PruneOptions,
-    PruneResult, QueueDepths, SystemMetrics, TurnAck, WorkItemLease, WorkerFetch,
+    CustomStatus, CustomStatusChange, DeleteResult, ExecutionInfo, ExecutionStatus, HistoryRecord,
+    InstanceChangeHook, InstanceFilter, InstanceInfo, InstanceStats, InstanceStatus, KvEntry, NewMessage,
+    OrchestrationItem, Provider, ProviderError, PruneOptions, PruneResult, QueueDepths, SystemMetrics,
+    TurnAck, WorkItemLease, WorkerFetch,
 };
 
 use crate::batch::{Committer, Sent};
@@ -20,7 +21,9 @@ use crate::mux::Mux;
 use crate::schema::{Schema, DEFAULT_SCHEMA};
 use crate::turn_ack::AckEffects;
 use crate::wakeups::{Queue, Wake, Wakeups};
-use crate::{management, migrations, orchestrator_queue, reads, retention, turn_ack, worker_queue};
+use crate::{
+    lock_token, management, migrations, orchestrator_queue, reads, retention, turn_ack, worker_queue,
+};
 
 /// The key of the one orchestrator fetch request there is (orchestrator fetches have no filter).
 const ORCHESTRATOR_KEY: &str = "orchestrator";
@@ -278,6 +281,12 @@ impl Provider for PostgresProvider {
         let sent = self.announce_when_sent(messages, ack.worker_items.len());
         let effects = turn_ack::ack(self.db(), lock_token, &ack, Some(sent)).await?;
         self.announce_effects(effects, messages);
+        if changes_what_waiters_read(&ack) {
+            // The token names the instance (a token it could not parse would have failed the ack).
+            if let Some((_, instance_id)) = lock_token::parse(lock_token) {
+                self.inner.listener.announce_instance(instance_id);
+            }
+        }
         // At least the turn's message, and the cancelled work items.
         self.deleted(1 + ack.cancel_activities.len() as u64);
         Ok(())
@@ -458,4 +467,18 @@ impl Provider for PostgresProvider {
     fn wake_all(&self) {
         self.inner.wakeups.wake_all();
     }
+
+    /// Other provider objects announce such changes on the listener's channel after their commit;
+    /// this object calls `on_change` for each id it hears (see `listener` in the source).
+    fn watch_instance_changes(&self, on_change: InstanceChangeHook) -> bool {
+        self.inner.listener.watch_instances(on_change);
+        true
+    }
+}
+
+/// Whether the ack changes what a waiting client reads: the instance's status (a terminal or
+/// continued-as-new execution) or its custom status. Most turns do neither and announce nothing.
+fn changes_what_waiters_read(ack: &TurnAck) -> bool {
+    let status_changed = ack.status.is_some_and(|s| s != ExecutionStatus::Running);
+    status_changed || ack.custom_status != CustomStatusChange::Unchanged
 }

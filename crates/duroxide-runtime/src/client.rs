@@ -6,14 +6,14 @@ use std::time::Duration;
 use duroxide_core::codec;
 use duroxide_core::limits::validate_instance_id;
 use duroxide_core::provider::{
-    DeleteResult, ExecutionInfo, InstanceCreation, InstanceFilter, InstanceInfo, InstanceStats,
+    CustomStatus, DeleteResult, ExecutionInfo, InstanceCreation, InstanceFilter, InstanceInfo, InstanceStats,
     InstanceStatus, NewMessage, Provider, ProviderError, ProviderErrorKind, PruneOptions, PruneResult,
     QueueDepths, SystemMetrics,
 };
 use duroxide_core::{Event, OrchestratorMessage};
 use tokio::time::Instant;
 
-use crate::notify::ChangeWatch;
+use crate::notify::{self, ChangeWatch};
 
 /// A client call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,10 +82,40 @@ pub struct OrchestrationState {
     pub custom_status_version: u64,
 }
 
+impl OrchestrationState {
+    /// The state from the instance row (`None`: unknown id) and its custom status.
+    fn from_parts(info: Option<InstanceInfo>, custom: CustomStatus) -> Self {
+        let Some(info) = info else {
+            return OrchestrationState {
+                status: Status::NotFound,
+                output: None,
+                error: None,
+                custom_status: None,
+                custom_status_version: 0,
+            };
+        };
+        let (status, output, error) = match info.status {
+            InstanceStatus::Running => (Status::Running, None, None),
+            InstanceStatus::Completed => (Status::Completed, info.output, None),
+            InstanceStatus::Failed => (Status::Failed, None, info.output),
+        };
+        OrchestrationState {
+            status,
+            output,
+            error,
+            custom_status: custom.status,
+            custom_status_version: custom.version,
+        }
+    }
+}
+
 /// Talks to a provider on behalf of applications. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
     provider: Arc<dyn Provider>,
+    /// The provider reports changes made by other processes (`Provider::watch_instance_changes`),
+    /// so waits need only a slow safety-net poll.
+    hears_other_processes: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -107,12 +137,23 @@ fn check_name(what: &str, name: &str) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// How long a waiting client polls every millisecond before backing off (see `Client::wait_until`).
+/// How long a waiting client polls every millisecond before backing off, when its provider does not
+/// report other processes' changes (see `Client::wait_until`).
 const FAST_POLL_PERIOD: Duration = Duration::from_millis(20);
 
+/// The first poll of a wait when the provider reports other processes' changes: only a safety net
+/// for a report lost with a dropped connection, so it may be slow.
+const SAFETY_NET_POLL: Duration = Duration::from_millis(25);
+
 impl Client {
+    /// A client on `provider`. Asks the provider to report other processes' changes to instances
+    /// (routed to this process's waiting clients), so that waits need not poll fast.
     pub fn new(provider: Arc<dyn Provider>) -> Self {
-        Client { provider }
+        let hears_other_processes = provider.watch_instance_changes(notify::hook());
+        Client {
+            provider,
+            hears_other_processes,
+        }
     }
 
     pub fn provider(&self) -> &Arc<dyn Provider> {
@@ -244,32 +285,36 @@ impl Client {
     /// The instance's current state (`Status::NotFound` for an unknown id). Reads no history.
     pub async fn get_status(&self, instance_id: &str) -> Result<OrchestrationState, ClientError> {
         check_id(instance_id)?;
-        let Some(info) = self.provider.get_instance_info(instance_id).await? else {
-            return Ok(OrchestrationState {
-                status: Status::NotFound,
-                output: None,
-                error: None,
-                custom_status: None,
-                custom_status_version: 0,
-            });
-        };
-        let custom = self
-            .provider
-            .get_custom_status(instance_id)
-            .await?
-            .unwrap_or_default();
-        let (status, output, error) = match info.status {
-            InstanceStatus::Running => (Status::Running, None, None),
-            InstanceStatus::Completed => (Status::Completed, info.output, None),
-            InstanceStatus::Failed => (Status::Failed, None, info.output),
-        };
-        Ok(OrchestrationState {
-            status,
-            output,
-            error,
-            custom_status: custom.status,
-            custom_status_version: custom.version,
-        })
+        // Issued together: a provider that pipelines statements answers both in one round trip.
+        let (info, custom) = tokio::try_join!(
+            self.provider.get_instance_info(instance_id),
+            self.provider.get_custom_status(instance_id)
+        )?;
+        Ok(OrchestrationState::from_parts(info, custom.unwrap_or_default()))
+    }
+
+    /// The state as `wait_until` needs it; `None` when a terminal wait can tell from the instance row
+    /// alone that the instance is not terminal.
+    async fn read_for_wait(
+        &self,
+        instance_id: &str,
+        terminal_only: bool,
+    ) -> Result<Option<OrchestrationState>, ClientError> {
+        if terminal_only && !self.hears_other_processes {
+            // Polled every millisecond at first: one row per poll, the custom status only for the
+            // answer.
+            let info = self.provider.get_instance_info(instance_id).await?;
+            if !info.as_ref().is_some_and(|i| i.status.is_terminal()) {
+                return Ok(None);
+            }
+            let custom = self.provider.get_custom_status(instance_id).await?;
+            return Ok(Some(OrchestrationState::from_parts(
+                info,
+                custom.unwrap_or_default(),
+            )));
+        }
+        // Read when a change was reported or at a rare safety-net poll: everything at once.
+        self.get_status(instance_id).await.map(Some)
     }
 
     /// Waits until the instance is terminal; `Timeout` if it is not within `timeout`.
@@ -300,7 +345,8 @@ impl Client {
         .await
     }
 
-    /// Polls the state until `done` holds, woken early by in-process change notifications.
+    /// Polls the state until `done` holds, woken early by change notifications: of this process's
+    /// runtimes always, of other processes' when the provider reports them.
     async fn wait_until(
         &self,
         instance_id: &str,
@@ -312,27 +358,13 @@ impl Client {
         check_id(instance_id)?;
         let deadline = Instant::now() + timeout;
         let watch = ChangeWatch::new(instance_id);
-        // In-process changes wake us at once; polling is for changes made by other processes. Poll
-        // every millisecond for a short while (most turns of a waiting client's instance finish within
-        // milliseconds, and a poll reads one row), then back off to `max_poll`.
-        let fast_until = Instant::now() + FAST_POLL_PERIOD;
-        let mut interval = Duration::from_millis(1).min(max_poll);
+        let mut polls = PollSchedule::new(self.hears_other_processes, max_poll, Instant::now());
         loop {
             let notified = watch.notify().notified();
             tokio::pin!(notified);
+            // Before the read: a change committed after it began still wakes us.
             notified.as_mut().enable();
-            // Waiting for a terminal state needs only the instance row; the custom status is read
-            // once, for the answer.
-            let worth_full_read = if terminal_only {
-                self.provider
-                    .get_instance_info(instance_id)
-                    .await?
-                    .is_some_and(|i| i.status.is_terminal())
-            } else {
-                true
-            };
-            if worth_full_read {
-                let state = self.get_status(instance_id).await?;
+            if let Some(state) = self.read_for_wait(instance_id, terminal_only).await? {
                 if done(&state) {
                     return Ok(Some(state));
                 }
@@ -341,14 +373,12 @@ impl Client {
             if now >= deadline {
                 return Ok(None);
             }
-            let wake_at = (now + interval).min(deadline);
+            let wake_at = (now + polls.interval()).min(deadline);
             tokio::select! {
                 _ = notified => {}
                 _ = tokio::time::sleep_until(wake_at) => {}
             }
-            if Instant::now() >= fast_until {
-                interval = (interval * 2).min(max_poll.max(Duration::from_millis(1)));
-            }
+            polls.advance(Instant::now());
         }
     }
 
@@ -509,5 +539,115 @@ impl Client {
     ) -> Result<Option<InstanceStats>, ClientError> {
         check_id(instance_id)?;
         Ok(self.provider.get_instance_stats(instance_id).await?)
+    }
+}
+
+/// When a waiting client polls. Changes of this process wake it at once in any case; polling is for
+/// changes made by other processes. When the provider reports those, polls are a safety net: from
+/// [`SAFETY_NET_POLL`], backing off to the caller's `max_poll`. Otherwise poll every millisecond for
+/// [`FAST_POLL_PERIOD`] (most turns of a waiting client's instance finish within milliseconds, and a
+/// poll reads one row), then back off to `max_poll`.
+#[derive(Debug, Clone, Copy)]
+struct PollSchedule {
+    interval: Duration,
+    max: Duration,
+    /// No backing off before this.
+    fast_until: Instant,
+}
+
+impl PollSchedule {
+    fn new(hears_other_processes: bool, max_poll: Duration, now: Instant) -> Self {
+        let max = max_poll.max(Duration::from_millis(1));
+        if hears_other_processes {
+            return PollSchedule {
+                interval: SAFETY_NET_POLL.min(max),
+                max,
+                fast_until: now,
+            };
+        }
+        PollSchedule {
+            interval: Duration::from_millis(1).min(max_poll),
+            max,
+            fast_until: now + FAST_POLL_PERIOD,
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// After a wake-up at `now`.
+    fn advance(&mut self, now: Instant) {
+        if now >= self.fast_until {
+            self.interval = (self.interval * 2).min(self.max);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_reports_a_wait_polls_every_millisecond_at_first() {
+        let start = Instant::now();
+        let mut polls = PollSchedule::new(false, Duration::from_millis(50), start);
+        assert_eq!(polls.interval(), Duration::from_millis(1));
+        polls.advance(start + Duration::from_millis(10));
+        assert_eq!(polls.interval(), Duration::from_millis(1), "backed off too early");
+        for _ in 0..10 {
+            polls.advance(start + FAST_POLL_PERIOD);
+        }
+        assert_eq!(polls.interval(), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn with_reports_a_wait_polls_only_as_a_safety_net() {
+        let start = Instant::now();
+        let mut polls = PollSchedule::new(true, Duration::from_millis(50), start);
+        assert_eq!(polls.interval(), SAFETY_NET_POLL);
+        polls.advance(start);
+        assert_eq!(polls.interval(), Duration::from_millis(50));
+        // A caller asking for quicker polls gets them.
+        let polls = PollSchedule::new(true, Duration::from_millis(5), start);
+        assert_eq!(polls.interval(), Duration::from_millis(5));
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_does_not_report_changes_keeps_fast_polling() {
+        let provider = duroxide_sqlite::SqliteProvider::in_memory().expect("in-memory SQLite");
+        let client = Client::new(Arc::new(provider));
+        assert!(!client.hears_other_processes);
+    }
+
+    #[tokio::test]
+    async fn reported_changes_wake_waiters_of_that_instance_only() {
+        let hook = notify::hook();
+        assert!(
+            Arc::ptr_eq(&hook, &notify::hook()),
+            "every client must hand over the same hook"
+        );
+        let watch = ChangeWatch::new("reported");
+        let other = ChangeWatch::new("unrelated");
+        let woken = watch.notify().notified();
+        let not_woken = other.notify().notified();
+        tokio::pin!(woken, not_woken);
+        woken.as_mut().enable();
+        not_woken.as_mut().enable();
+        hook("reported");
+        // `notify_waiters` wakes synchronously: one look at each future tells.
+        assert!(
+            is_ready(woken.as_mut()).await,
+            "the waiter of the reported instance did not wake"
+        );
+        assert!(
+            !is_ready(not_woken.as_mut()).await,
+            "a waiter of another instance woke"
+        );
+    }
+
+    async fn is_ready(future: std::pin::Pin<&mut impl std::future::Future>) -> bool {
+        let mut future = future;
+        std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx).is_ready())).await
     }
 }

@@ -1,12 +1,16 @@
 //! In-process notification of instance changes, so a waiting client in the same process learns of a
 //! completion or status change at once instead of at its next poll.
 //!
+//! Changes made by other processes reach the same waiters when the provider reports them
+//! (`Provider::watch_instance_changes`): every `Client` registers [`hook`] with its provider.
+//!
 //! Keyed by instance id only: a runtime on another provider with the same instance id merely causes
 //! a spurious wake-up, after which the client re-reads the real state.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use duroxide_core::provider::InstanceChangeHook;
 use tokio::sync::Notify;
 
 fn waiters() -> &'static Mutex<HashMap<String, Arc<Notify>>> {
@@ -52,4 +56,12 @@ pub(crate) fn instance_changed(instance_id: &str) {
     if let Some(notify) = map.get(instance_id) {
         notify.notify_waiters();
     }
+}
+
+/// The hook clients register with their provider: routes a reported change to
+/// [`instance_changed`]. One shared hook, so a provider that is handed it by many clients can tell
+/// it is the same (`Arc::ptr_eq`) and call it once per change.
+pub(crate) fn hook() -> InstanceChangeHook {
+    static HOOK: OnceLock<InstanceChangeHook> = OnceLock::new();
+    HOOK.get_or_init(|| Arc::new(instance_changed)).clone()
 }

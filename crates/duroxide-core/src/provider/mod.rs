@@ -249,4 +249,27 @@ pub trait Provider: Send + Sync + 'static {
     /// Wakes any fetch of this provider object that is waiting, as if work had arrived. The runtime
     /// calls it when it shuts down so long-polls end at once.
     fn wake_all(&self);
+
+    // ---- change reports for waiting clients ---------------------------------------------------------
+
+    /// Asks the provider to call `on_change` with an instance id after another process (another
+    /// provider object on the same store) committed a turn that changed what a waiting client reads:
+    /// the instance's status (terminal, or continued as new) or its custom status. Returns whether
+    /// the provider will do so; clients then poll rarely, as a safety net, instead of every few
+    /// milliseconds.
+    ///
+    /// Optional and best effort: the default does nothing and returns `false` (the caller keeps
+    /// polling). A provider that returns `true` may still miss a change (a dropped connection) or
+    /// report one that did not happen; callers re-read the state either way. Changes committed
+    /// through this provider object itself are not reported (the runtime wakes its own process's
+    /// waiters). `on_change` runs on the provider's notification task: it must be quick and must not
+    /// block. Registering the same hook again (`Arc::ptr_eq`) should not call it twice per change.
+    fn watch_instance_changes(&self, on_change: InstanceChangeHook) -> bool {
+        let _ = on_change;
+        false
+    }
 }
+
+/// Called with an instance id by a provider that reports changes
+/// ([`Provider::watch_instance_changes`]).
+pub type InstanceChangeHook = Arc<dyn Fn(&str) + Send + Sync>;
