@@ -18,11 +18,11 @@ use crate::schema::Schema;
 pub(crate) struct Statements {
     pub(crate) create_instance: String,
     pub(crate) enqueue_message: String,
-    pub(crate) fetch_orchestration_item: String,
+    pub(crate) fetch_orchestration_items: String,
     pub(crate) ack_orchestration_item: String,
     pub(crate) abandon_orchestration_item: String,
     pub(crate) renew_orchestration_item: String,
-    pub(crate) fetch_work_item: String,
+    pub(crate) fetch_work_items: String,
     pub(crate) ack_work_item: String,
     pub(crate) abandon_work_item: String,
     pub(crate) renew_work_item: String,
@@ -46,14 +46,14 @@ impl Statements {
                  SELECT $1, $2, coalesce($3, __schema__.now_ms())
                  WHERE EXISTS (SELECT 1 FROM __schema__.instances WHERE instance_id = $1 FOR KEY SHARE)",
             ),
-            fetch_orchestration_item: call("fetch_orchestration_item", 2),
+            fetch_orchestration_items: call("fetch_orchestration_items", 3),
             ack_orchestration_item: call("ack_orchestration_item", 34),
             abandon_orchestration_item: call("abandon_orchestration_item", 3),
             renew_orchestration_item: schema.render(
                 "UPDATE __schema__.instances SET locked_until_ms = __schema__.now_ms() + $3
                  WHERE instance_id = $1 AND lock_token = $2 AND locked_until_ms > __schema__.now_ms()",
             ),
-            fetch_work_item: call("fetch_work_item", 8),
+            fetch_work_items: call("fetch_work_items", 9),
             ack_work_item: call("ack_work_item", 9),
             abandon_work_item: schema.render(
                 "UPDATE __schema__.worker_queue
@@ -262,20 +262,6 @@ impl Db {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, ProviderError> {
         exactly_one(operation, self.query(operation, sql, params).await?)
-    }
-
-    /// Like [`query_one`](Self::query_one), on `via` (see [`query_via`](Self::query_via)).
-    pub(crate) async fn query_one_via(
-        &self,
-        via: Option<Arc<Conn>>,
-        operation: &'static str,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Row, ProviderError> {
-        let rows = self
-            .query_via(via, operation, sql, params, sql_err(operation))
-            .await?;
-        exactly_one(operation, rows)
     }
 
     /// Runs one statement that returns at most one row.

@@ -15,6 +15,10 @@
 //!   source); concurrent acks share one transaction and one WAL flush (group commit, `batch`), and an
 //!   ack that fails there runs again alone, so it never fails another. Transactions of several
 //!   statements (deletes, pruning) and scans over whole tables use pooled connections of their own.
+//! * **Fetches that arrive together share a query.** While a fetch query runs, fetches of the same
+//!   kind that arrive wait for it and then go as one query that leases up to that many items (one
+//!   summary row says whether more is fetchable), so a busy queue is fetched a batch per round trip.
+//!   A look that sees more work lets every waiting fetch look, since their looks are batched.
 //! * **Claims that never wait and never miss.** Candidates are locked with `FOR NO KEY UPDATE SKIP
 //!   LOCKED`, so concurrent fetchers move on to the next free instance or item instead of blocking or
 //!   reporting "no work". Session claims re-check ownership atomically.
@@ -57,6 +61,7 @@
 //! ```
 
 mod batch;
+mod coalesce;
 mod connection;
 mod db;
 mod error;

@@ -31,10 +31,15 @@ const MIGRATIONS: &[Migration] = &[
         description: "cheaper fetches and acks; acks count the work they make fetchable",
         sql: include_str!("migrations/0002_fast_paths.sql"),
     },
+    Migration {
+        version: 3,
+        description: "fetches that lease several items in one call",
+        sql: include_str!("migrations/0003_batched_fetches.sql"),
+    },
 ];
 
 /// The schema version this build creates and understands.
-pub const LATEST_VERSION: i64 = 2;
+pub const LATEST_VERSION: i64 = 3;
 
 /// The table that records applied migrations. Prefixed so it cannot collide with an application's
 /// own `schema_migrations` table when the schema is shared.

@@ -10,11 +10,11 @@ use duroxide_core::provider::{
 };
 use tokio_postgres::Row;
 
+use crate::coalesce::Batch;
 use crate::db::Db;
 use crate::lock_token;
 use crate::mux::Conn;
 use crate::rows::{self, get, to_u32, to_u64};
-use crate::wakeups::{Polled, Rest};
 
 /// `Provider::create_instance`. Returns whether the instance was created.
 pub(crate) async fn create_instance(db: &Db, message: &NewMessage) -> Result<bool, ProviderError> {
@@ -64,46 +64,38 @@ pub(crate) async fn enqueue_message(db: &Db, message: &NewMessage) -> Result<(),
     Ok(())
 }
 
-/// `Provider::fetch_orchestration_item`, one look.
+/// `Provider::fetch_orchestration_item`, one look for up to `max` waiting fetches (see `coalesce`).
 pub(crate) async fn fetch(
     db: &Db,
     lock_timeout: Duration,
     via: Option<Arc<Conn>>,
-) -> Result<Polled<OrchestrationItem>, ProviderError> {
+    max: usize,
+) -> Result<Batch<OrchestrationItem>, ProviderError> {
     const OP: &str = "fetch_orchestration_item";
     let secret = lock_token::new_secret();
-    let row = db
-        .query_one_via(
+    let rows = db
+        .query_via(
             via,
             OP,
-            &db.sql.fetch_orchestration_item,
-            &[&secret, &rows::duration_ms(lock_timeout)],
+            &db.sql.fetch_orchestration_items,
+            &[&secret, &rows::duration_ms(lock_timeout), &rows::batch_size(max)],
+            crate::error::sql_err(OP),
         )
         .await?;
-    let instance_id: Option<String> = get(OP, &row, 0)?;
-    let due = due_from_now(OP, &row, 19, 20)?;
-    if instance_id.is_none() {
-        return Ok(Polled::Empty { due });
-    }
-    Ok(Polled::Found {
-        item: decode_item(OP, &row, secret)?,
-        rest: rest(OP, &row, 21, due)?,
+    let (summary, items) = rows::split_summary(OP, rows)?;
+    Ok(Batch {
+        items: items
+            .iter()
+            .map(|row| decode_item(OP, row, secret))
+            .collect::<Result<_, _>>()?,
+        more: more(OP, &summary, 21)?,
+        due: due_from_now(OP, &summary, 19, 20)?,
     })
 }
 
-/// What a fetch that found something saw of the rest of its queue (column `more`; the due time
-/// matters only when there is no more).
-pub(crate) fn rest(
-    operation: &'static str,
-    row: &Row,
-    more: usize,
-    due: Option<Duration>,
-) -> Result<Rest, ProviderError> {
-    Ok(if get::<Option<bool>>(operation, row, more)?.unwrap_or(true) {
-        Rest::More
-    } else {
-        Rest::Empty { due }
-    })
+/// Whether a fetch's summary row (column `more`) says another item is fetchable now.
+pub(crate) fn more(operation: &'static str, summary: &Row, column: usize) -> Result<bool, ProviderError> {
+    Ok(get::<Option<bool>>(operation, summary, column)?.unwrap_or(true))
 }
 
 /// How long after the database's "now" (column `now_at`) the due time (column `due_at`) lies.

@@ -12,6 +12,7 @@ use duroxide_core::provider::{
 };
 
 use crate::batch::{Committer, Sent};
+use crate::coalesce::{Coalescer, Fetch, Release};
 use crate::connection::Target;
 use crate::db::Db;
 use crate::error::ConnectError;
@@ -112,6 +113,9 @@ pub struct PostgresProvider {
 
 struct Inner {
     db: Db,
+    /// Concurrent fetches share queries (see `coalesce`).
+    orchestration_fetches: Arc<Coalescer<OrchestrationItem>>,
+    work_fetches: Arc<Coalescer<WorkItemLease>>,
     maintenance: Arc<Maintenance>,
     wakeups: Arc<Wakeups>,
     listener: Listener,
@@ -163,6 +167,8 @@ impl PostgresProvider {
         Ok(PostgresProvider {
             inner: Arc::new(Inner {
                 db: Db::new(pool, mux, committer, schema),
+                orchestration_fetches: Arc::default(),
+                work_fetches: Arc::default(),
                 maintenance: Arc::default(),
                 wakeups,
                 listener,
@@ -268,10 +274,36 @@ impl Provider for PostgresProvider {
         lock_timeout: Duration,
         poll_timeout: Duration,
     ) -> Result<Option<OrchestrationItem>, ProviderError> {
+        let fetch: Fetch<OrchestrationItem> = {
+            let provider = self.clone();
+            Arc::new(move |via, max| {
+                let provider = provider.clone();
+                Box::pin(
+                    async move { orchestrator_queue::fetch(provider.db(), lock_timeout, via, max).await },
+                )
+            })
+        };
+        let release: Release<OrchestrationItem> = {
+            let provider = self.clone();
+            Arc::new(move |item: OrchestrationItem| {
+                let provider = provider.clone();
+                tokio::spawn(async move {
+                    if orchestrator_queue::abandon(provider.db(), &item.lock_token, None)
+                        .await
+                        .is_ok()
+                    {
+                        provider.announce(Queue::Orchestrator, Wake::Some(1));
+                    }
+                });
+            })
+        };
+        let group = lock_timeout.as_millis().to_string();
         self.inner
             .wakeups
             .long_poll(Queue::Orchestrator, ORCHESTRATOR_KEY, poll_timeout, |via| {
-                orchestrator_queue::fetch(self.db(), lock_timeout, via)
+                self.inner
+                    .orchestration_fetches
+                    .look(group.clone(), via, fetch.clone(), release.clone())
             })
             .await
     }
@@ -327,10 +359,34 @@ impl Provider for PostgresProvider {
                 .await;
         }
         let key = worker_queue::request_key(request);
+        let fetch: Fetch<WorkItemLease> = {
+            let (provider, request) = (self.clone(), request.clone());
+            Arc::new(move |via, max| {
+                let (provider, request) = (provider.clone(), request.clone());
+                Box::pin(async move { worker_queue::fetch(provider.db(), &request, via, max).await })
+            })
+        };
+        let release: Release<WorkItemLease> = {
+            let provider = self.clone();
+            Arc::new(move |lease: WorkItemLease| {
+                let provider = provider.clone();
+                tokio::spawn(async move {
+                    if worker_queue::abandon(provider.db(), &lease.lock_token, None)
+                        .await
+                        .is_ok()
+                    {
+                        provider.announce(Queue::Worker, Wake::Some(1));
+                    }
+                });
+            })
+        };
+        let group = worker_queue::batch_key(request);
         self.inner
             .wakeups
             .long_poll(Queue::Worker, &key, poll_timeout, |via| {
-                worker_queue::fetch(self.db(), request, via)
+                self.inner
+                    .work_fetches
+                    .look(group.clone(), via, fetch.clone(), release.clone())
             })
             .await
     }

@@ -64,6 +64,23 @@ pub(crate) fn duration_ms(duration: Duration) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
+/// A batch size as the fetch functions take it.
+pub(crate) fn batch_size(max: usize) -> i32 {
+    i32::try_from(max.max(1)).unwrap_or(i32::MAX)
+}
+
+/// Splits the rows of a batched fetch into its items and its summary row, which the fetch
+/// functions always return last.
+pub(crate) fn split_summary(
+    operation: &'static str,
+    mut rows: Vec<Row>,
+) -> Result<(Row, Vec<Row>), ProviderError> {
+    let summary = rows
+        .pop()
+        .ok_or_else(|| corrupt(operation, "the fetch function returned no summary row"))?;
+    Ok((summary, rows))
+}
+
 pub(crate) fn instance_status(operation: &'static str, text: &str) -> Result<InstanceStatus, ProviderError> {
     InstanceStatus::parse(text).ok_or_else(|| corrupt(operation, format!("unknown instance status {text:?}")))
 }

@@ -281,14 +281,13 @@ impl Signal {
         state.tickets = state.tickets.min(since);
     }
 
-    /// A look found an item and saw more: unless a ticket is left or another look is under way (which
-    /// will say the same if more remains), add a ticket and wake a fetch.
+    /// A look found an item and saw more: the queue is not empty, so every waiting fetch, and every
+    /// fetch that comes, looks until a look drains it. Their looks share queries (see `coalesce`),
+    /// so a backlog is fetched a batch per query instead of one look at a time.
     fn more(&self, key: &str) {
         if let Some(state) = self.keys().get_mut(key) {
-            if state.tickets == 0 && state.looking <= 1 {
-                state.tickets = 1;
-                state.wake.notify_one();
-            }
+            state.known = None;
+            state.wake.notify_waiters();
         }
     }
 
@@ -816,6 +815,65 @@ mod tests {
             let (looks, task) = idle_poll(&wakeups, Queue::Orchestrator, Duration::ZERO, None);
             assert_eq!(task.await.expect("join").expect("ok"), None);
             assert_eq!(looks.load(Ordering::SeqCst), 1, "poll {n}");
+        }
+    }
+
+    /// A look that found an item and saw more makes every waiting fetch decide again: those whose
+    /// decision comes before a look drained the queue look (their looks share a query).
+    #[tokio::test(start_paused = true)]
+    async fn a_look_that_sees_more_makes_every_waiting_fetch_look() {
+        let wakeups = listening();
+        // Idle fetches whose looks take a millisecond, as a query does.
+        let waiting: Vec<_> = (0..3)
+            .map(|_| {
+                let looks = Arc::new(AtomicUsize::new(0));
+                let task = tokio::spawn({
+                    let (wakeups, looks) = (wakeups.clone(), looks.clone());
+                    async move {
+                        wakeups
+                            .long_poll(Queue::Worker, "k", Duration::from_secs(60), |_| {
+                                looks.fetch_add(1, Ordering::SeqCst);
+                                async {
+                                    tokio::time::sleep(Duration::from_millis(1)).await;
+                                    Ok(Polled::<()>::Empty { due: None })
+                                }
+                            })
+                            .await
+                    }
+                });
+                (looks, task)
+            })
+            .collect();
+        // (Paused time: this lets every fetch look once and reach its wait.)
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let before: Vec<usize> = waiting
+            .iter()
+            .map(|(looks, _)| looks.load(Ordering::SeqCst))
+            .collect();
+        assert_eq!(before, [1, 1, 1], "each looked while nothing was known");
+        // A fetch that asks for the current state finds an item and sees more.
+        let found = wakeups
+            .long_poll(Queue::Worker, "k", Duration::ZERO, |_| async {
+                Ok(Polled::Found {
+                    item: (),
+                    rest: Rest::More,
+                })
+            })
+            .await
+            .expect("ok");
+        assert_eq!(found, Some(()));
+        for ((looks, _), before) in waiting.iter().zip(&before) {
+            until_looked(looks, before + 1).await;
+        }
+        // Their looks found nothing: known empty again, nobody looks on (until the recheck).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let total: usize = waiting
+            .iter()
+            .map(|(looks, _)| looks.load(Ordering::SeqCst))
+            .sum();
+        assert_eq!(total, 6, "one look each after the one that saw more");
+        for (_, task) in waiting {
+            task.abort();
         }
     }
 }

@@ -9,13 +9,13 @@ use duroxide_core::provider::{
 };
 
 use crate::batch::{Param, Sent};
+use crate::coalesce::Batch;
 use crate::db::Db;
 use crate::lock_token;
 use crate::mux::Conn;
-use crate::orchestrator_queue::{due_from_now, rest};
+use crate::orchestrator_queue::{due_from_now, more};
 use crate::rows::{self, get, to_u32, to_u64};
 use crate::turn_ack::MessageColumns;
-use crate::wakeups::Polled;
 
 /// The tag filter as the database function takes it: untagged items admitted, every tag admitted, and
 /// the admitted tags. `None` when the filter admits nothing at all (no query needed).
@@ -43,25 +43,31 @@ pub(crate) fn request_key(request: &WorkerFetch) -> String {
     }
 }
 
-/// `Provider::fetch_work_item`, one look.
+/// `Provider::fetch_work_item`, one look for up to `max` waiting fetches with this request (see
+/// `coalesce`).
 pub(crate) async fn fetch(
     db: &Db,
     request: &WorkerFetch,
     via: Option<Arc<Conn>>,
-) -> Result<Polled<WorkItemLease>, ProviderError> {
+    max: usize,
+) -> Result<Batch<WorkItemLease>, ProviderError> {
     const OP: &str = "fetch_work_item";
     let Some((untagged, any_tag, tags)) = tag_params(&request.tag_filter) else {
-        return Ok(Polled::Empty { due: None });
+        return Ok(Batch {
+            items: Vec::new(),
+            more: false,
+            due: None,
+        });
     };
     let secret = lock_token::new_secret();
     let owner = request.session.as_ref().map(|s| s.owner_id.as_str());
     let session_lease = request.session.as_ref().map_or(0, |s| rows::duration_ms(s.lease));
     let may_claim = request.session.as_ref().is_some_and(|s| s.may_claim_new);
-    let row = db
-        .query_one_via(
+    let rows = db
+        .query_via(
             via,
             OP,
-            &db.sql.fetch_work_item,
+            &db.sql.fetch_work_items,
             &[
                 &secret,
                 &rows::duration_ms(request.lock_timeout),
@@ -71,29 +77,43 @@ pub(crate) async fn fetch(
                 &owner,
                 &session_lease,
                 &may_claim,
+                &rows::batch_size(max),
             ],
+            crate::error::sql_err(OP),
         )
         .await?;
-    let due = due_from_now(OP, &row, 8, 9)?;
-    let Some(id) = get::<Option<i64>>(OP, &row, 0)? else {
-        return Ok(Polled::Empty { due });
-    };
-    let lease = WorkItemLease {
-        lock_token: lock_token::token(secret, &id.to_string()),
-        activity: ActivityRef {
-            instance_id: get(OP, &row, 1)?,
-            execution_id: to_u64(OP, "execution id", get(OP, &row, 2)?)?,
-            event_id: to_u64(OP, "event id", get(OP, &row, 3)?)?,
-        },
-        payload: get(OP, &row, 4)?,
-        attempt: to_u32(OP, "attempt", get(OP, &row, 5)?)?,
-        session_id: get(OP, &row, 6)?,
-        tag: get(OP, &row, 7)?,
-    };
-    Ok(Polled::Found {
-        item: lease,
-        rest: rest(OP, &row, 10, due)?,
+    let (summary, leased) = rows::split_summary(OP, rows)?;
+    let mut items = leased
+        .iter()
+        .map(|row| {
+            let id: i64 = get(OP, row, 0)?;
+            Ok(WorkItemLease {
+                lock_token: lock_token::token(secret, &id.to_string()),
+                activity: ActivityRef {
+                    instance_id: get(OP, row, 1)?,
+                    execution_id: to_u64(OP, "execution id", get(OP, row, 2)?)?,
+                    event_id: to_u64(OP, "event id", get(OP, row, 3)?)?,
+                },
+                payload: get(OP, row, 4)?,
+                attempt: to_u32(OP, "attempt", get(OP, row, 5)?)?,
+                session_id: get(OP, row, 6)?,
+                tag: get(OP, row, 7)?,
+            })
+            .map(|lease| (id, lease))
+        })
+        .collect::<Result<Vec<_>, ProviderError>>()?;
+    // Queue order: the oldest item goes to the look that has waited longest.
+    items.sort_unstable_by_key(|(id, _)| *id);
+    Ok(Batch {
+        items: items.into_iter().map(|(_, lease)| lease).collect(),
+        more: more(OP, &summary, 10)?,
+        due: due_from_now(OP, &summary, 8, 9)?,
     })
+}
+
+/// The group of fetches one query can serve: the same request and lock timeout (see `coalesce`).
+pub(crate) fn batch_key(request: &WorkerFetch) -> String {
+    format!("{}|{}", request_key(request), request.lock_timeout.as_millis())
 }
 
 fn lock_lost(operation: &'static str) -> ProviderError {

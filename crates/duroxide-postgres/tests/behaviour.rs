@@ -288,6 +288,106 @@ async fn concurrent_claims_move_on_to_the_next_free_instance() {
     assert_eq!(ids.len(), 10, "ten distinct instances");
 }
 
+/// Fetches that arrive together (dispatcher slots freed by one group-committed ack) are answered by
+/// one query that leases an item for each, on both queues.
+#[tokio::test]
+async fn fetches_that_arrive_together_share_one_query() {
+    let schemas = common::Schemas::default();
+    let options = PostgresOptions::default()
+        .with_schema(schemas.fresh())
+        .with_max_connections(1)
+        .with_shared_connections(1)
+        .with_ack_connections(1);
+    let p = match PostgresProvider::connect_with(&common::url(), options).await {
+        Ok(p) => p,
+        Err(err) => common::no_server(&err),
+    };
+    // Warm-up: every statement prepared on each connection it runs on (two rounds: a fetch woken
+    // by an ack runs on the ack's connection).
+    for round in 0..2 {
+        let id = format!("warm{round}");
+        p.create_instance(start(&id)).await.expect("create");
+        let item = fetch(&p).await;
+        p.ack_orchestration_item(&item.lock_token, first_turn(&item, 0, vec![work_item(&id, 2)]))
+            .await
+            .expect("ack");
+        let lease = p
+            .fetch_work_item(&worker(), Duration::from_secs(5))
+            .await
+            .expect("fetch work")
+            .expect("the item");
+        p.ack_work_item(&lease.lock_token, None).await.expect("ack work");
+    }
+
+    for n in 0..6 {
+        p.create_instance(start(&format!("i{n}"))).await.expect("create");
+    }
+    // Six fetches polled together on this thread: all join the group before its query runs.
+    let before = p.stats().round_trips;
+    let items =
+        futures_join_all((0..6).map(|_| p.fetch_orchestration_item(LOCK, Duration::from_secs(5)))).await;
+    let trips = p.stats().round_trips - before;
+    let items: Vec<OrchestrationItem> = items
+        .into_iter()
+        .map(|item| item.expect("fetch").expect("an instance for every fetch"))
+        .collect();
+    let mut ids: Vec<&str> = items.iter().map(|item| item.instance_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["i0", "i1", "i2", "i3", "i4", "i5"]);
+    assert_eq!(trips, 1, "one query for six fetches");
+
+    // Six work items from the turns' acks, fetched the same way.
+    for item in &items {
+        p.ack_orchestration_item(
+            &item.lock_token,
+            first_turn(item, 0, vec![work_item(&item.instance_id, 2)]),
+        )
+        .await
+        .expect("ack");
+    }
+    let before = p.stats().round_trips;
+    let request = worker();
+    let leases = futures_join_all((0..6).map(|_| p.fetch_work_item(&request, Duration::from_secs(5)))).await;
+    let trips = p.stats().round_trips - before;
+    let mut instances: Vec<String> = leases
+        .into_iter()
+        .map(|lease| {
+            lease
+                .expect("fetch work")
+                .expect("an item for every fetch")
+                .activity
+                .instance_id
+        })
+        .collect();
+    instances.sort_unstable();
+    assert_eq!(instances, ["i0", "i1", "i2", "i3", "i4", "i5"]);
+    assert_eq!(trips, 1, "one query for six work fetches");
+}
+
+/// Awaits all `futures`, polling them together on this task (a minimal `join_all`).
+async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (future, slot) in pending.iter_mut().zip(done.iter_mut()) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(output) => *slot = Some(output),
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    done.into_iter().map(|slot| slot.expect("finished")).collect()
+}
+
 /// `url` with `application_name` set, so the test can find the provider's connections.
 fn url_named(name: &str) -> String {
     let url = common::url();
