@@ -20,6 +20,7 @@ pub(crate) struct Statements {
     pub(crate) enqueue_message: String,
     pub(crate) fetch_orchestration_items: String,
     pub(crate) ack_orchestration_item: String,
+    pub(crate) ack_orchestration_item_leasing: String,
     pub(crate) abandon_orchestration_item: String,
     pub(crate) renew_orchestration_item: String,
     pub(crate) fetch_work_items: String,
@@ -48,6 +49,7 @@ impl Statements {
             ),
             fetch_orchestration_items: call("fetch_orchestration_items", 3),
             ack_orchestration_item: call("ack_orchestration_item", 34),
+            ack_orchestration_item_leasing: call("ack_orchestration_item_leasing", 40),
             abandon_orchestration_item: call("abandon_orchestration_item", 3),
             renew_orchestration_item: schema.render(
                 "UPDATE __schema__.instances SET locked_until_ms = __schema__.now_ms() + $3

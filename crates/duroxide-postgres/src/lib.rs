@@ -19,6 +19,10 @@
 //!   kind that arrive wait for it and then go as one query that leases up to that many items (one
 //!   summary row says whether more is fetchable), so a busy queue is fetched a batch per round trip.
 //!   A look that sees more work lets every waiting fetch look, since their looks are batched.
+//! * **Work handed over, not fetched.** A turn's ack stores the work items it creates already leased
+//!   to this provider object's idle worker fetches (as many as wait; untagged, session-less items),
+//!   which get them when the ack commits instead of querying for them; an item whose fetch went away
+//!   meanwhile is handed back at once. [`ProviderStats::work_items_handed`] counts them.
 //! * **Claims that never wait and never miss.** Candidates are locked with `FOR NO KEY UPDATE SKIP
 //!   LOCKED`, so concurrent fetchers move on to the next free instance or item instead of blocking or
 //!   reporting "no work". Session claims re-check ownership atomically.
@@ -66,6 +70,7 @@ mod connection;
 mod db;
 mod error;
 mod fingerprint;
+mod handoff;
 mod listener;
 mod lock_token;
 mod maintenance;

@@ -10,17 +10,19 @@ use duroxide_core::provider::{
     OrchestrationItem, Provider, ProviderError, PruneOptions, PruneResult, QueueDepths, SystemMetrics,
     TurnAck, WorkItemLease, WorkerFetch,
 };
+use tokio::sync::oneshot;
 
 use crate::batch::{Committer, Sent};
 use crate::coalesce::{Coalescer, Fetch, Release};
 use crate::connection::Target;
 use crate::db::Db;
 use crate::error::ConnectError;
+use crate::handoff::{Handoffs, Waiter};
 use crate::listener::Listener;
 use crate::maintenance::{self, Maintenance};
 use crate::mux::Mux;
 use crate::schema::{Schema, DEFAULT_SCHEMA};
-use crate::turn_ack::AckEffects;
+use crate::turn_ack::{AckEffects, LeaseRequest};
 use crate::wakeups::{Queue, Wake, Wakeups};
 use crate::{
     lock_token, management, migrations, orchestrator_queue, reads, retention, turn_ack, worker_queue,
@@ -98,6 +100,9 @@ pub struct ProviderStats {
     pub listening: bool,
     /// Vacuums of the queue tables this object ran (see [`PostgresProvider`]'s crate documentation).
     pub vacuums: u64,
+    /// Work items an ack stored already leased to one of this object's idle worker fetches, which
+    /// then needed no query (see the crate documentation).
+    pub work_items_handed: u64,
 }
 
 /// A duroxide [`Provider`] on PostgreSQL. Cheap to clone: clones share one pool, one listener
@@ -116,6 +121,8 @@ struct Inner {
     /// Concurrent fetches share queries (see `coalesce`).
     orchestration_fetches: Arc<Coalescer<OrchestrationItem>>,
     work_fetches: Arc<Coalescer<WorkItemLease>>,
+    /// Idle worker fetches that take work items straight from acks (see `handoff`).
+    handoffs: Handoffs,
     maintenance: Arc<Maintenance>,
     wakeups: Arc<Wakeups>,
     listener: Listener,
@@ -169,6 +176,7 @@ impl PostgresProvider {
                 db: Db::new(pool, mux, committer, schema),
                 orchestration_fetches: Arc::default(),
                 work_fetches: Arc::default(),
+                handoffs: Handoffs::default(),
                 maintenance: Arc::default(),
                 wakeups,
                 listener,
@@ -189,6 +197,7 @@ impl PostgresProvider {
             notifications_sent: self.inner.listener.notifications_sent(),
             listening: self.inner.wakeups.is_listening(),
             vacuums: self.inner.maintenance.vacuums(),
+            work_items_handed: self.inner.handoffs.handed(),
         }
     }
 
@@ -200,6 +209,19 @@ impl PostgresProvider {
     fn announce(&self, queue: Queue, wake: Wake) {
         self.inner.wakeups.work_arrived(queue, wake);
         self.inner.listener.announce(queue, wake);
+    }
+
+    /// Hands back a leased work item nobody will run (its fetch went away): fetchable again at once.
+    fn release_work(&self, lease: WorkItemLease) {
+        let provider = self.clone();
+        tokio::spawn(async move {
+            if worker_queue::abandon(provider.db(), &lease.lock_token, None)
+                .await
+                .is_ok()
+            {
+                provider.announce(Queue::Worker, Wake::Some(1));
+            }
+        });
     }
 
     /// Counts rows deleted from the queue tables, vacuuming them in the background when enough were.
@@ -249,6 +271,24 @@ impl PostgresProvider {
             self.inner
                 .listener
                 .announce(Queue::Worker, Wake::Some(effects.worker));
+        }
+    }
+}
+
+/// A worker fetch registered for handed items (see `handoff`); when it ends, it stops waiting
+/// there, and an item handed to it that it did not take goes back.
+struct Registration<'a> {
+    provider: &'a PostgresProvider,
+    waiter: Arc<Waiter>,
+    handed: oneshot::Receiver<WorkItemLease>,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.provider.inner.handoffs.unregister(&self.waiter);
+        self.handed.close();
+        if let Ok(lease) = self.handed.try_recv() {
+            self.provider.release_work(lease);
         }
     }
 }
@@ -309,9 +349,33 @@ impl Provider for PostgresProvider {
     }
 
     async fn ack_orchestration_item(&self, lock_token: &str, ack: TurnAck) -> Result<(), ProviderError> {
+        // Idle worker fetches of this object get the turn's new work items directly (see `handoff`).
+        let handable = ack.worker_items.iter().filter(|w| turn_ack::handable(w)).count();
+        let (takers, lock) = self.inner.handoffs.reserve(handable);
+        let lease = (!takers.is_empty()).then_some(LeaseRequest {
+            count: takers.len(),
+            lock,
+        });
         let messages = ack.messages.len();
-        let sent = self.announce_when_sent(messages, ack.worker_items.len());
-        let effects = turn_ack::ack(self.db(), lock_token, &ack, Some(sent)).await?;
+        let sent = self.announce_when_sent(messages, ack.worker_items.len() - takers.len());
+        let (effects, leases) = match turn_ack::ack(self.db(), lock_token, &ack, Some(sent), lease).await {
+            Ok(done) => done,
+            Err(err) => {
+                takers.iter().for_each(|taker| taker.unreserve());
+                return Err(err);
+            }
+        };
+        let mut takers = takers.into_iter();
+        for lease in leases {
+            let undelivered = match takers.next() {
+                Some(taker) => self.inner.handoffs.deliver(&taker, lease),
+                None => Some(lease),
+            };
+            if let Some(lease) = undelivered {
+                self.release_work(lease);
+            }
+        }
+        takers.for_each(|taker| taker.unreserve());
         self.announce_effects(effects, messages);
         if changes_what_waiters_read(&ack) {
             // The token names the instance (a token it could not parse would have failed the ack).
@@ -368,27 +432,56 @@ impl Provider for PostgresProvider {
         };
         let release: Release<WorkItemLease> = {
             let provider = self.clone();
-            Arc::new(move |lease: WorkItemLease| {
-                let provider = provider.clone();
-                tokio::spawn(async move {
-                    if worker_queue::abandon(provider.db(), &lease.lock_token, None)
-                        .await
-                        .is_ok()
-                    {
-                        provider.announce(Queue::Worker, Wake::Some(1));
-                    }
-                });
-            })
+            Arc::new(move |lease: WorkItemLease| provider.release_work(lease))
         };
         let group = worker_queue::batch_key(request);
-        self.inner
+        let Some((waiter, handed)) = self.inner.handoffs.register(request) else {
+            return self
+                .inner
+                .wakeups
+                .long_poll(Queue::Worker, &key, poll_timeout, |via| {
+                    self.inner
+                        .work_fetches
+                        .look(group.clone(), via, fetch.clone(), release.clone())
+                })
+                .await;
+        };
+        // Waiting for an item of its own or one an ack hands over, whichever comes first; handed
+        // items only while no look runs.
+        let mut registration = Registration {
+            provider: self,
+            waiter: waiter.clone(),
+            handed,
+        };
+        let polled = self
+            .inner
             .wakeups
             .long_poll(Queue::Worker, &key, poll_timeout, |via| {
-                self.inner
+                let look = self
+                    .inner
                     .work_fetches
-                    .look(group.clone(), via, fetch.clone(), release.clone())
-            })
-            .await
+                    .look(group.clone(), via, fetch.clone(), release.clone());
+                let waiter = waiter.clone();
+                async move {
+                    waiter.set_idle(false);
+                    if waiter.handed_before_look().await {
+                        // Woken for an item of the queue while an ack was handing this fetch one:
+                        // the look this wake-up asked for goes to another fetch, and this one ends
+                        // with its handed item (the select below).
+                        self.inner.wakeups.work_arrived(Queue::Worker, Wake::Some(1));
+                        return std::future::pending().await;
+                    }
+                    let found = look.await;
+                    waiter.set_idle(true);
+                    found
+                }
+            });
+        tokio::pin!(polled);
+        tokio::select! {
+            biased;
+            Ok(lease) = &mut registration.handed => Ok(Some(lease)),
+            found = &mut polled => found,
+        }
     }
 
     async fn ack_work_item(

@@ -7,9 +7,11 @@
 //! is still refused.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use duroxide_core::provider::{
-    CustomStatusChange, ExecutionStatus, KvChange, NewMessage, ProviderError, ProviderErrorKind, TurnAck,
+    CustomStatusChange, ExecutionStatus, KvChange, NewMessage, NewWorkItem, ProviderError, ProviderErrorKind,
+    TurnAck, WorkItemLease,
 };
 use tokio_postgres::error::SqlState;
 
@@ -20,7 +22,7 @@ use crate::error::{db_error, describe};
 use crate::fingerprint::Fingerprint;
 use crate::lock_token;
 use crate::orchestrator_queue::lock_lost;
-use crate::rows::{get, time_to_i64, to_i64};
+use crate::rows::{self, get, time_to_i64, to_i64};
 
 const OP: &str = "ack_orchestration_item";
 
@@ -170,13 +172,28 @@ fn digest(ack: &TurnAck) -> i64 {
     f.finish() as i64
 }
 
-/// `Provider::ack_orchestration_item`. `sent`: see `batch`.
+/// Work items an ack may store already leased for this process's waiting fetches (see `handoff`):
+/// at most `count`, for `lock`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LeaseRequest {
+    pub(crate) count: usize,
+    pub(crate) lock: Duration,
+}
+
+/// Whether a work item can be handed to any worker fetch (see `handoff`).
+pub(crate) fn handable(item: &NewWorkItem) -> bool {
+    item.tag.is_none() && item.session_id.is_none()
+}
+
+/// `Provider::ack_orchestration_item`. `sent`: see `batch`. With `lease`, returns the work items it
+/// stored leased (when the turn committed), in the ack's order.
 pub(crate) async fn ack(
     db: &Db,
     token: &str,
     ack: &TurnAck,
     sent: Option<Sent>,
-) -> Result<AckEffects, ProviderError> {
+    lease: Option<LeaseRequest>,
+) -> Result<(AckEffects, Vec<WorkItemLease>), ProviderError> {
     let (secret, instance_id) = lock_token::parse(token).ok_or_else(|| lock_lost(OP))?;
     let execution_id = to_i64(OP, "execution id", ack.execution_id)?;
     let event_ids = ack
@@ -194,7 +211,16 @@ pub(crate) async fn ack(
     };
     let (kv_set_keys, kv_set_values, kv_set_times, kv_delete_keys) = reduce_kv(&ack.kv_changes);
 
-    let work = &ack.worker_items;
+    // The first `lease.count` items that any fetch may take go leased; the rest into the queue.
+    let lease = lease.filter(|l| l.count > 0);
+    let mut leased: Vec<&NewWorkItem> = Vec::new();
+    let mut work: Vec<&NewWorkItem> = Vec::new();
+    for item in &ack.worker_items {
+        match lease {
+            Some(l) if leased.len() < l.count && handable(item) => leased.push(item),
+            _ => work.push(item),
+        }
+    }
     let work_instances: Vec<String> = work.iter().map(|w| w.activity.instance_id.clone()).collect();
     let work_executions = work
         .iter()
@@ -251,25 +277,79 @@ pub(crate) async fn ack(
         Box::new(cancel_events),
     ]);
 
+    let lease_secret = lock_token::new_secret();
+    let leasing = !leased.is_empty();
+    let statement = match lease {
+        Some(l) if leasing => {
+            params.extend([
+                Box::new(lease_secret) as Param,
+                Box::new(rows::duration_ms(l.lock)),
+                Box::new(
+                    leased
+                        .iter()
+                        .map(|w| w.activity.instance_id.clone())
+                        .collect::<Vec<_>>(),
+                ),
+                Box::new(
+                    leased
+                        .iter()
+                        .map(|w| to_i64(OP, "worker item execution id", w.activity.execution_id))
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                Box::new(
+                    leased
+                        .iter()
+                        .map(|w| to_i64(OP, "worker item event id", w.activity.event_id))
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                Box::new(leased.iter().map(|w| w.payload.clone()).collect::<Vec<_>>()),
+            ]);
+            &db.sql.ack_orchestration_item_leasing
+        }
+        _ => &db.sql.ack_orchestration_item,
+    };
     let row = db
-        .commit_query(OP, &db.sql.ack_orchestration_item, params, sent, |err| {
+        .commit_query(OP, statement, params, sent, |err| {
             refused_ack(err, instance_id, ack.execution_id)
         })
         .await?
         .pop()
         .ok_or_else(|| ProviderError::permanent(OP, "the ack function returned no row"))?;
     match get::<i32>(OP, &row, 0)? {
-        0 => Ok(AckEffects {
-            orchestrator: count(get(OP, &row, 2)?),
-            worker: count(get(OP, &row, 3)?),
-            unknown: false,
-        }),
+        0 => {
+            let effects = AckEffects {
+                orchestrator: count(get(OP, &row, 2)?),
+                worker: count(get(OP, &row, 3)?),
+                unknown: false,
+            };
+            let ids: Vec<i64> = if leasing {
+                get::<Option<Vec<i64>>>(OP, &row, 4)?.unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let leases = ids
+                .into_iter()
+                .zip(leased)
+                .map(|(id, item)| WorkItemLease {
+                    lock_token: lock_token::token(lease_secret, &id.to_string()),
+                    activity: item.activity.clone(),
+                    payload: item.payload.clone(),
+                    attempt: 1,
+                    session_id: None,
+                    tag: None,
+                })
+                .collect();
+            Ok((effects, leases))
+        }
         // Committed by an earlier attempt whose reply was lost, so its wake-ups may never have gone
-        // out, and how much they announced is not known.
-        1 => Ok(AckEffects {
-            unknown: true,
-            ..AckEffects::default()
-        }),
+        // out, and how much they announced is not known; it leased nothing now.
+        1 => Ok((
+            AckEffects {
+                unknown: true,
+                ..AckEffects::default()
+            },
+            Vec::new(),
+        )),
         2 => Err(lock_lost(OP)),
         _ => {
             let current: Option<i64> = get(OP, &row, 1)?;

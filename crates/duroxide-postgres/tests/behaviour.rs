@@ -364,6 +364,68 @@ async fn fetches_that_arrive_together_share_one_query() {
     assert_eq!(trips, 1, "one query for six work fetches");
 }
 
+/// An idle worker fetch takes the work item a turn's ack creates straight from the ack (no fetch
+/// query needed); the handed lease is a real one (the item acks with it), and items no fetch waits
+/// for go to the queue as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_fetch_takes_an_ack_s_new_item() {
+    let schemas = common::Schemas::default();
+    let options = PostgresOptions::default()
+        .with_schema(schemas.fresh())
+        .with_max_connections(1)
+        .with_shared_connections(1)
+        .with_ack_connections(1);
+    let p = Arc::new(
+        match PostgresProvider::connect_with(&common::url(), options).await {
+            Ok(p) => p,
+            Err(err) => common::no_server(&err),
+        },
+    );
+    for round in 0..3 {
+        let id = format!("i{round}");
+        p.create_instance(start(&id)).await.expect("create");
+        let item = fetch(&p).await;
+        // A worker fetch that found the queue empty and waits.
+        let waiting = tokio::spawn({
+            let p = p.clone();
+            async move { p.fetch_work_item(&worker(), Duration::from_secs(30)).await }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let looked = p.stats().round_trips;
+        while p.stats().round_trips == looked {
+            assert!(Instant::now() < deadline, "the worker fetch never looked");
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await; // its look returned; it waits now
+        let handed = p.stats().work_items_handed;
+        // Two items: the waiting fetch takes one, the other is queued.
+        let work = vec![work_item(&id, 2), work_item(&id, 3)];
+        p.ack_orchestration_item(&item.lock_token, first_turn(&item, 1, work))
+            .await
+            .expect("ack");
+        let lease = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiting fetch got an item")
+            .expect("join")
+            .expect("fetch")
+            .expect("an item");
+        assert_eq!(p.stats().work_items_handed - handed, 1, "handed by the ack");
+        assert_eq!(lease.activity.event_id, 2, "the first item of the turn");
+        assert_eq!(lease.attempt, 1);
+        let queued = p
+            .fetch_work_item(&worker(), Duration::ZERO)
+            .await
+            .expect("fetch")
+            .expect("the other item is in the queue");
+        assert_eq!(queued.activity.event_id, 3);
+        p.ack_work_item(&lease.lock_token, None)
+            .await
+            .expect("the handed lease acks");
+        p.ack_work_item(&queued.lock_token, None).await.expect("ack");
+        assert_eq!(p.get_queue_depths().await.expect("depths").worker_queue, 0);
+    }
+}
+
 /// Awaits all `futures`, polling them together on this task (a minimal `join_all`).
 async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     let mut pending: Vec<_> = futures.into_iter().map(Box::pin).collect();

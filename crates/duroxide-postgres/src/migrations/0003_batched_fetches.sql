@@ -233,3 +233,53 @@ BEGIN
     END IF;
     RETURN NEXT;
 END $$;
+
+-- An ack that hands the work items it creates to fetches waiting in the acking process: as
+-- `ack_orchestration_item`, plus the items in the `p_lease_*` arrays stored already leased under
+-- `p_lease_secret` (their ids returned in order), so that the waiting fetches need no query of their
+-- own. Only when the turn commits (outcome 0); a repeat of a committed ack leases nothing.
+CREATE FUNCTION __schema__.ack_orchestration_item_leasing(
+    p_instance text, p_secret uuid, p_digest bigint, p_execution_id bigint,
+    p_execution_status text, p_instance_status text, p_output text, p_name text, p_version text,
+    p_custom_status_set boolean, p_custom_status text,
+    p_event_ids bigint[], p_event_kinds text[], p_event_payloads text[],
+    p_kv_set_keys text[], p_kv_set_values text[], p_kv_set_updated_at_ms bigint[], p_kv_delete_keys text[],
+    p_work_instances text[], p_work_executions bigint[], p_work_events bigint[], p_work_payloads text[],
+    p_work_sessions text[], p_work_tags text[],
+    p_msg_instances text[], p_msg_payloads text[], p_msg_visible_at bigint[], p_msg_creates boolean[],
+    p_msg_names text[], p_msg_versions text[], p_msg_parents text[],
+    p_cancel_instances text[], p_cancel_executions bigint[], p_cancel_events bigint[],
+    p_lease_secret uuid, p_lease_ms bigint, p_lease_instances text[], p_lease_executions bigint[],
+    p_lease_events bigint[], p_lease_payloads text[])
+RETURNS TABLE (o_outcome integer, o_current_execution bigint, o_orchestrator_items integer,
+               o_worker_items integer, o_leased_ids bigint[])
+LANGUAGE plpgsql
+SET jit = off SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_now bigint := __schema__.now_ms();
+BEGIN
+    SELECT a.o_outcome, a.o_current_execution, a.o_orchestrator_items, a.o_worker_items
+    INTO o_outcome, o_current_execution, o_orchestrator_items, o_worker_items
+    FROM __schema__.ack_orchestration_item(p_instance, p_secret, p_digest, p_execution_id,
+        p_execution_status, p_instance_status, p_output, p_name, p_version, p_custom_status_set,
+        p_custom_status, p_event_ids, p_event_kinds, p_event_payloads, p_kv_set_keys, p_kv_set_values,
+        p_kv_set_updated_at_ms, p_kv_delete_keys, p_work_instances, p_work_executions, p_work_events,
+        p_work_payloads, p_work_sessions, p_work_tags, p_msg_instances, p_msg_payloads,
+        p_msg_visible_at, p_msg_creates, p_msg_names, p_msg_versions, p_msg_parents,
+        p_cancel_instances, p_cancel_executions, p_cancel_events) AS a;
+    IF o_outcome = 0 AND cardinality(p_lease_payloads) > 0 THEN
+        -- Identity values follow the insertion order, which is the arrays' order.
+        WITH leased AS (
+            INSERT INTO __schema__.worker_queue (instance_id, execution_id, event_id, payload, visible_at_ms,
+                                                 lock_token, locked_until_ms, attempt)
+            SELECT l.instance_id, l.execution_id, l.event_id, l.payload, v_now,
+                   p_lease_secret, v_now + p_lease_ms, 1
+            FROM unnest(p_lease_instances, p_lease_executions, p_lease_events, p_lease_payloads)
+                 WITH ORDINALITY AS l(instance_id, execution_id, event_id, payload, ord)
+            ORDER BY l.ord
+            RETURNING id)
+        SELECT array_agg(leased.id ORDER BY leased.id) INTO o_leased_ids FROM leased;
+    END IF;
+    RETURN NEXT;
+END $$;
