@@ -25,6 +25,7 @@ pub(crate) struct Statements {
     pub(crate) renew_orchestration_item: String,
     pub(crate) fetch_work_items: String,
     pub(crate) ack_work_item: String,
+    pub(crate) ack_work_item_leasing: String,
     pub(crate) abandon_work_item: String,
     pub(crate) renew_work_item: String,
     pub(crate) renew_sessions: String,
@@ -57,6 +58,7 @@ impl Statements {
             ),
             fetch_work_items: call("fetch_work_items", 9),
             ack_work_item: call("ack_work_item", 9),
+            ack_work_item_leasing: call("ack_work_item_leasing", 11),
             abandon_work_item: schema.render(
                 "UPDATE __schema__.worker_queue
                  SET lock_token = NULL, locked_until_ms = NULL,

@@ -19,10 +19,12 @@
 //!   kind that arrive wait for it and then go as one query that leases up to that many items (one
 //!   summary row says whether more is fetchable), so a busy queue is fetched a batch per round trip.
 //!   A look that sees more work lets every waiting fetch look, since their looks are batched.
-//! * **Work handed over, not fetched.** A turn's ack stores the work items it creates already leased
-//!   to this provider object's idle worker fetches (as many as wait; untagged, session-less items),
-//!   which get them when the ack commits instead of querying for them; an item whose fetch went away
-//!   meanwhile is handed back at once. [`ProviderStats::work_items_handed`] counts them.
+//! * **Work handed over, not fetched.** An ack that makes work for this provider object's idle
+//!   fetches stores it already leased to them, and they get it when the ack commits instead of
+//!   querying for it: a turn's ack leases its untagged, session-less work items to idle worker
+//!   fetches, and an activity's ack locks the instance its completion goes to (when no turn of it
+//!   runs) for an idle orchestration fetch. Work whose fetch went away meanwhile is handed back at
+//!   once. [`ProviderStats::work_items_handed`] and [`ProviderStats::turns_handed`] count them.
 //! * **Claims that never wait and never miss.** Candidates are locked with `FOR NO KEY UPDATE SKIP
 //!   LOCKED`, so concurrent fetchers move on to the next free instance or item instead of blocking or
 //!   reporting "no work". Session claims re-check ownership atomically.

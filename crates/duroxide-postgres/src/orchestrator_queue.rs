@@ -110,8 +110,8 @@ pub(crate) fn due_from_now(
     Ok(due.map(|due| Duration::from_millis(u64::try_from(due.saturating_sub(now)).unwrap_or(0))))
 }
 
-/// Decodes the row of `fetch_orchestration_item` for a locked instance.
-fn decode_item(
+/// Decodes the row of a fetch (or of an ack that leased an instance) for a locked instance.
+pub(crate) fn decode_item(
     operation: &'static str,
     row: &Row,
     secret: uuid::Uuid,

@@ -1,5 +1,6 @@
 //! `PostgresProvider`: connecting, and the `Provider` contract on a connection pool.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,10 +21,11 @@ use crate::error::ConnectError;
 use crate::handoff::{Handoffs, Waiter};
 use crate::listener::Listener;
 use crate::maintenance::{self, Maintenance};
+use crate::mux::Conn;
 use crate::mux::Mux;
 use crate::schema::{Schema, DEFAULT_SCHEMA};
 use crate::turn_ack::{AckEffects, LeaseRequest};
-use crate::wakeups::{Queue, Wake, Wakeups};
+use crate::wakeups::{Polled, Queue, Wake, Wakeups};
 use crate::{
     lock_token, management, migrations, orchestrator_queue, reads, retention, turn_ack, worker_queue,
 };
@@ -100,9 +102,12 @@ pub struct ProviderStats {
     pub listening: bool,
     /// Vacuums of the queue tables this object ran (see [`PostgresProvider`]'s crate documentation).
     pub vacuums: u64,
-    /// Work items an ack stored already leased to one of this object's idle worker fetches, which
-    /// then needed no query (see the crate documentation).
+    /// Work items a turn's ack stored already leased to one of this object's idle worker fetches,
+    /// which then needed no query (see the crate documentation).
     pub work_items_handed: u64,
+    /// Instances an activity's ack locked for one of this object's idle orchestration fetches along
+    /// with the completion it stored.
+    pub turns_handed: u64,
 }
 
 /// A duroxide [`Provider`] on PostgreSQL. Cheap to clone: clones share one pool, one listener
@@ -121,8 +126,9 @@ struct Inner {
     /// Concurrent fetches share queries (see `coalesce`).
     orchestration_fetches: Arc<Coalescer<OrchestrationItem>>,
     work_fetches: Arc<Coalescer<WorkItemLease>>,
-    /// Idle worker fetches that take work items straight from acks (see `handoff`).
-    handoffs: Handoffs,
+    /// Idle fetches that take work straight from acks (see `handoff`).
+    work_handoffs: Handoffs<WorkItemLease>,
+    turn_handoffs: Handoffs<OrchestrationItem>,
     maintenance: Arc<Maintenance>,
     wakeups: Arc<Wakeups>,
     listener: Listener,
@@ -176,7 +182,8 @@ impl PostgresProvider {
                 db: Db::new(pool, mux, committer, schema),
                 orchestration_fetches: Arc::default(),
                 work_fetches: Arc::default(),
-                handoffs: Handoffs::default(),
+                work_handoffs: Handoffs::default(),
+                turn_handoffs: Handoffs::default(),
                 maintenance: Arc::default(),
                 wakeups,
                 listener,
@@ -197,7 +204,8 @@ impl PostgresProvider {
             notifications_sent: self.inner.listener.notifications_sent(),
             listening: self.inner.wakeups.is_listening(),
             vacuums: self.inner.maintenance.vacuums(),
-            work_items_handed: self.inner.handoffs.handed(),
+            work_items_handed: self.inner.work_handoffs.handed(),
+            turns_handed: self.inner.turn_handoffs.handed(),
         }
     }
 
@@ -222,6 +230,71 @@ impl PostgresProvider {
                 provider.announce(Queue::Worker, Wake::Some(1));
             }
         });
+    }
+
+    /// Hands back a locked instance nobody will run a turn of (its fetch went away).
+    fn release_turn(&self, item: OrchestrationItem) {
+        let provider = self.clone();
+        tokio::spawn(async move {
+            if orchestrator_queue::abandon(provider.db(), &item.lock_token, None)
+                .await
+                .is_ok()
+            {
+                provider.announce(Queue::Orchestrator, Wake::Some(1));
+            }
+        });
+    }
+
+    /// A long poll of `queue` with `look`; with `handoffs`, the fetch also takes an item an ack hands
+    /// it while it is idle (see `handoff`), whichever comes first.
+    async fn fetch_or_take<T, F, Fut>(
+        &self,
+        queue: Queue,
+        key: &str,
+        poll_timeout: Duration,
+        handoffs: Option<(&Handoffs<T>, Duration)>,
+        mut look: F,
+        release: Release<T>,
+    ) -> Result<Option<T>, ProviderError>
+    where
+        T: Send + 'static,
+        F: FnMut(Option<Arc<Conn>>) -> Fut,
+        Fut: Future<Output = Result<Polled<T>, ProviderError>>,
+    {
+        let wakeups = &self.inner.wakeups;
+        let Some((handoffs, lock_timeout)) = handoffs else {
+            return wakeups.long_poll(queue, key, poll_timeout, look).await;
+        };
+        let (waiter, handed) = handoffs.register(lock_timeout);
+        let mut registration = Registration {
+            handoffs,
+            waiter: waiter.clone(),
+            handed,
+            release,
+        };
+        let polled = wakeups.long_poll(queue, key, poll_timeout, |via| {
+            let found = look(via);
+            let waiter = waiter.clone();
+            async move {
+                waiter.set_idle(false);
+                if waiter.handed_before_look().await {
+                    // Woken for queued work while an ack was handing this fetch an item: the look
+                    // this wake-up asked for goes to another fetch, and this one ends with its
+                    // handed item (the select below).
+                    wakeups.work_arrived(queue, Wake::Some(1));
+                    return std::future::pending().await;
+                }
+                let found = found.await;
+                waiter.set_idle(true);
+                found
+            }
+        });
+        tokio::pin!(polled);
+        tokio::select! {
+            biased;
+            Ok(item) = &mut registration.handed => Ok(Some(item)),
+            found = &mut polled => found,
+        }
     }
 
     /// Counts rows deleted from the queue tables, vacuuming them in the background when enough were.
@@ -275,20 +348,21 @@ impl PostgresProvider {
     }
 }
 
-/// A worker fetch registered for handed items (see `handoff`); when it ends, it stops waiting
-/// there, and an item handed to it that it did not take goes back.
-struct Registration<'a> {
-    provider: &'a PostgresProvider,
-    waiter: Arc<Waiter>,
-    handed: oneshot::Receiver<WorkItemLease>,
+/// A fetch registered for handed items (see `handoff`); when it ends, it stops waiting there, and an
+/// item handed to it that it did not take goes back.
+struct Registration<'a, T> {
+    handoffs: &'a Handoffs<T>,
+    waiter: Arc<Waiter<T>>,
+    handed: oneshot::Receiver<T>,
+    release: Release<T>,
 }
 
-impl Drop for Registration<'_> {
+impl<T> Drop for Registration<'_, T> {
     fn drop(&mut self) {
-        self.provider.inner.handoffs.unregister(&self.waiter);
+        self.handoffs.unregister(&self.waiter);
         self.handed.close();
-        if let Ok(lease) = self.handed.try_recv() {
-            self.provider.release_work(lease);
+        if let Ok(item) = self.handed.try_recv() {
+            (self.release)(item);
         }
     }
 }
@@ -325,33 +399,29 @@ impl Provider for PostgresProvider {
         };
         let release: Release<OrchestrationItem> = {
             let provider = self.clone();
-            Arc::new(move |item: OrchestrationItem| {
-                let provider = provider.clone();
-                tokio::spawn(async move {
-                    if orchestrator_queue::abandon(provider.db(), &item.lock_token, None)
-                        .await
-                        .is_ok()
-                    {
-                        provider.announce(Queue::Orchestrator, Wake::Some(1));
-                    }
-                });
-            })
+            Arc::new(move |item: OrchestrationItem| provider.release_turn(item))
         };
         let group = lock_timeout.as_millis().to_string();
-        self.inner
-            .wakeups
-            .long_poll(Queue::Orchestrator, ORCHESTRATOR_KEY, poll_timeout, |via| {
+        let handoffs = Some((&self.inner.turn_handoffs, lock_timeout));
+        self.fetch_or_take(
+            Queue::Orchestrator,
+            ORCHESTRATOR_KEY,
+            poll_timeout,
+            handoffs,
+            |via| {
                 self.inner
                     .orchestration_fetches
                     .look(group.clone(), via, fetch.clone(), release.clone())
-            })
-            .await
+            },
+            release.clone(),
+        )
+        .await
     }
 
     async fn ack_orchestration_item(&self, lock_token: &str, ack: TurnAck) -> Result<(), ProviderError> {
         // Idle worker fetches of this object get the turn's new work items directly (see `handoff`).
         let handable = ack.worker_items.iter().filter(|w| turn_ack::handable(w)).count();
-        let (takers, lock) = self.inner.handoffs.reserve(handable);
+        let (takers, lock) = self.inner.work_handoffs.reserve(handable);
         let lease = (!takers.is_empty()).then_some(LeaseRequest {
             count: takers.len(),
             lock,
@@ -368,7 +438,7 @@ impl Provider for PostgresProvider {
         let mut takers = takers.into_iter();
         for lease in leases {
             let undelivered = match takers.next() {
-                Some(taker) => self.inner.handoffs.deliver(&taker, lease),
+                Some(taker) => self.inner.work_handoffs.deliver(&taker, lease),
                 None => Some(lease),
             };
             if let Some(lease) = undelivered {
@@ -435,53 +505,21 @@ impl Provider for PostgresProvider {
             Arc::new(move |lease: WorkItemLease| provider.release_work(lease))
         };
         let group = worker_queue::batch_key(request);
-        let Some((waiter, handed)) = self.inner.handoffs.register(request) else {
-            return self
-                .inner
-                .wakeups
-                .long_poll(Queue::Worker, &key, poll_timeout, |via| {
-                    self.inner
-                        .work_fetches
-                        .look(group.clone(), via, fetch.clone(), release.clone())
-                })
-                .await;
-        };
-        // Waiting for an item of its own or one an ack hands over, whichever comes first; handed
-        // items only while no look runs.
-        let mut registration = Registration {
-            provider: self,
-            waiter: waiter.clone(),
-            handed,
-        };
-        let polled = self
-            .inner
-            .wakeups
-            .long_poll(Queue::Worker, &key, poll_timeout, |via| {
-                let look = self
-                    .inner
+        let handoffs = worker_queue::takes_untagged(request)
+            .then_some((&self.inner.work_handoffs, request.lock_timeout));
+        self.fetch_or_take(
+            Queue::Worker,
+            &key,
+            poll_timeout,
+            handoffs,
+            |via| {
+                self.inner
                     .work_fetches
-                    .look(group.clone(), via, fetch.clone(), release.clone());
-                let waiter = waiter.clone();
-                async move {
-                    waiter.set_idle(false);
-                    if waiter.handed_before_look().await {
-                        // Woken for an item of the queue while an ack was handing this fetch one:
-                        // the look this wake-up asked for goes to another fetch, and this one ends
-                        // with its handed item (the select below).
-                        self.inner.wakeups.work_arrived(Queue::Worker, Wake::Some(1));
-                        return std::future::pending().await;
-                    }
-                    let found = look.await;
-                    waiter.set_idle(true);
-                    found
-                }
-            });
-        tokio::pin!(polled);
-        tokio::select! {
-            biased;
-            Ok(lease) = &mut registration.handed => Ok(Some(lease)),
-            found = &mut polled => found,
-        }
+                    .look(group.clone(), via, fetch.clone(), release.clone())
+            },
+            release.clone(),
+        )
+        .await
     }
 
     async fn ack_work_item(
@@ -489,12 +527,55 @@ impl Provider for PostgresProvider {
         lock_token: &str,
         completion: Option<NewMessage>,
     ) -> Result<(), ProviderError> {
-        let sent = completion.is_some().then(|| self.announce_when_sent(1, 0));
-        if worker_queue::ack(self.db(), lock_token, completion.as_ref(), sent).await? {
-            // Local fetches heard of it when the ack was sent.
-            self.inner.listener.announce(Queue::Orchestrator, Wake::Some(1));
-        }
+        // An idle orchestration fetch of this object gets the instance the completion goes to, when
+        // no turn of it runs (see `handoff`). Only plain messages for an existing instance qualify.
+        let handable = completion
+            .as_ref()
+            .is_some_and(|m| m.creates.is_none() && m.visible_at_ms.is_none());
+        let (takers, lock) = if handable {
+            self.inner.turn_handoffs.reserve(1)
+        } else {
+            (Vec::new(), Duration::ZERO)
+        };
+        let taker = takers.into_iter().next();
+        // With a taker, local fetches hear of the completion only if the ack could not lock the
+        // instance (a turn of it runs, or a fetch holds it for a moment): they would find it locked.
+        let sent = (completion.is_some() && taker.is_none()).then(|| self.announce_when_sent(1, 0));
+        let lease = taker.as_ref().map(|_| lock);
+        let acked = match worker_queue::ack(self.db(), lock_token, completion.as_ref(), sent, lease).await {
+            Ok(acked) => acked,
+            Err(err) => {
+                if let Some(taker) = &taker {
+                    taker.unreserve();
+                }
+                return Err(err);
+            }
+        };
         self.deleted(1);
+        match (acked.turn, taker) {
+            (Some(turn), Some(taker)) => {
+                if let Some(turn) = self.inner.turn_handoffs.deliver(&taker, turn) {
+                    self.release_turn(turn);
+                }
+            }
+            (turn, taker) => {
+                if let Some(taker) = taker {
+                    taker.unreserve();
+                    if acked.enqueued {
+                        self.inner
+                            .wakeups
+                            .work_arrived(Queue::Orchestrator, Wake::Some(1));
+                    }
+                }
+                if let Some(turn) = turn {
+                    self.release_turn(turn);
+                }
+                if acked.enqueued {
+                    // Local fetches heard of it already; other processes hear now.
+                    self.inner.listener.announce(Queue::Orchestrator, Wake::Some(1));
+                }
+            }
+        }
         Ok(())
     }
 

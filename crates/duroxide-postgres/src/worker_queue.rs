@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use duroxide_core::provider::{
-    ActivityRef, NewMessage, ProviderError, TagFilter, WorkItemLease, WorkerFetch,
+    ActivityRef, NewMessage, OrchestrationItem, ProviderError, TagFilter, WorkItemLease, WorkerFetch,
 };
 
 use crate::batch::{Param, Sent};
@@ -13,7 +13,7 @@ use crate::coalesce::Batch;
 use crate::db::Db;
 use crate::lock_token;
 use crate::mux::Conn;
-use crate::orchestrator_queue::{due_from_now, more};
+use crate::orchestrator_queue::{self, due_from_now, more};
 use crate::rows::{self, get, to_u32, to_u64};
 use crate::turn_ack::MessageColumns;
 
@@ -28,6 +28,14 @@ fn tag_params(filter: &TagFilter) -> Option<(bool, bool, &[String])> {
         TagFilter::Tags(tags) => Some((false, false, tags)),
         TagFilter::DefaultAnd(tags) => Some((true, false, tags)),
     }
+}
+
+/// Whether a request takes untagged items (the only ones acks hand over, see `handoff`).
+pub(crate) fn takes_untagged(request: &WorkerFetch) -> bool {
+    matches!(
+        request.tag_filter,
+        TagFilter::Any | TagFilter::DefaultOnly | TagFilter::DefaultAnd(_)
+    )
 }
 
 /// Whether a request can ever be served; one that cannot only waits out its poll.
@@ -130,29 +138,55 @@ fn parse_token(operation: &'static str, token: &str) -> Result<(i64, uuid::Uuid)
         .ok_or_else(|| lock_lost(operation))
 }
 
-/// `Provider::ack_work_item`. Returns whether a completion was enqueued. `sent`: see `batch`.
+/// What an activity's ack did.
+#[derive(Debug, Default)]
+pub(crate) struct WorkAcked {
+    /// A completion was stored.
+    pub(crate) enqueued: bool,
+    /// The instance the completion went to, locked for a turn (asked for with `lease`).
+    pub(crate) turn: Option<OrchestrationItem>,
+}
+
+/// `Provider::ack_work_item`. `sent`: see `batch`. With `lease`, also locks the instance the
+/// completion goes to for that long, when no turn of it runs, and returns it as a fetch would (see
+/// `handoff`).
 pub(crate) async fn ack(
     db: &Db,
     token: &str,
     completion: Option<&NewMessage>,
     sent: Option<Sent>,
-) -> Result<bool, ProviderError> {
+    lease: Option<Duration>,
+) -> Result<WorkAcked, ProviderError> {
     const OP: &str = "ack_work_item";
     let (id, secret) = parse_token(OP, token)?;
     let messages = MessageColumns::new(completion);
     let mut params: Vec<Param> = vec![Box::new(id), Box::new(secret)];
     params.extend(messages.params());
+    let lease_secret = lock_token::new_secret();
+    let (statement, outcome_column) = match lease {
+        Some(lock) => {
+            params.extend([Box::new(lease_secret) as Param, Box::new(rows::duration_ms(lock))]);
+            (&db.sql.ack_work_item_leasing, 19)
+        }
+        None => (&db.sql.ack_work_item, 0),
+    };
     let rows = db
-        .commit_query(OP, &db.sql.ack_work_item, params, sent, crate::error::sql_err(OP))
+        .commit_query(OP, statement, params, sent, crate::error::sql_err(OP))
         .await?;
     let row = rows
         .first()
         .ok_or_else(|| ProviderError::permanent(OP, "the ack function returned no row"))?;
-    match get::<i32>(OP, row, 0)? {
-        0 => Ok(false),
-        1 => Ok(true),
-        _ => Err(lock_lost(OP)),
-    }
+    let enqueued = match get::<i32>(OP, row, outcome_column)? {
+        0 => false,
+        1 => true,
+        _ => return Err(lock_lost(OP)),
+    };
+    let turn = if lease.is_some() && get::<Option<String>>(OP, row, 0)?.is_some() {
+        Some(orchestrator_queue::decode_item(OP, row, lease_secret)?)
+    } else {
+        None
+    };
+    Ok(WorkAcked { enqueued, turn })
 }
 
 /// `Provider::abandon_work_item`.

@@ -426,6 +426,93 @@ async fn an_idle_worker_fetch_takes_an_ack_s_new_item() {
     }
 }
 
+/// An idle orchestration fetch takes the instance an activity's completion goes to straight from
+/// the activity's ack, locked with the completion among its messages; while a turn of the instance
+/// runs, nothing is handed and the completion waits for that turn's ack as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_orchestration_fetch_takes_the_instance_an_activity_completes() {
+    let schemas = common::Schemas::default();
+    let p = Arc::new(schemas.provider().await);
+    p.create_instance(start("i")).await.expect("create");
+    let item = fetch(&p).await;
+    let work = vec![work_item("i", 2), work_item("i", 3)];
+    p.ack_orchestration_item(&item.lock_token, first_turn(&item, 0, work))
+        .await
+        .expect("ack");
+    let first = p
+        .fetch_work_item(&worker(), Duration::ZERO)
+        .await
+        .expect("fetch")
+        .expect("an item");
+    let second = p
+        .fetch_work_item(&worker(), Duration::ZERO)
+        .await
+        .expect("fetch")
+        .expect("an item");
+
+    // An orchestration fetch that found nothing and waits.
+    let waiting = tokio::spawn({
+        let p = p.clone();
+        async move { p.fetch_orchestration_item(LOCK, Duration::from_secs(30)).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let looked = p.stats().round_trips;
+    while p.stats().round_trips == looked {
+        assert!(Instant::now() < deadline, "the orchestration fetch never looked");
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await; // its look returned; it waits now
+    let handed = p.stats().turns_handed;
+    p.ack_work_item(&first.lock_token, Some(event("i")))
+        .await
+        .expect("ack work");
+    let turn = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiting fetch got the instance")
+        .expect("join")
+        .expect("fetch")
+        .expect("an instance");
+    assert_eq!(p.stats().turns_handed - handed, 1, "handed by the activity's ack");
+    assert_eq!(turn.instance_id, "i");
+    assert_eq!(turn.messages.len(), 1, "the completion");
+    assert_eq!(
+        turn.history.len(),
+        item.history.len() + 1,
+        "the first turn's history"
+    );
+
+    // While that turn runs, the second completion is stored but nothing is handed.
+    let waiting = tokio::spawn({
+        let p = p.clone();
+        async move { p.fetch_orchestration_item(LOCK, Duration::from_secs(30)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    p.ack_work_item(&second.lock_token, Some(event("i")))
+        .await
+        .expect("ack work");
+    assert_eq!(p.stats().turns_handed - handed, 1, "the instance was locked");
+    let next = TurnAck {
+        execution_id: turn.instance.current_execution_id,
+        history: vec![HistoryRecord {
+            event_id: item.history.len() as u64 + 2,
+            kind: "Recorded".into(),
+            payload: "{}".into(),
+        }],
+        ..TurnAck::default()
+    };
+    p.ack_orchestration_item(&turn.lock_token, next)
+        .await
+        .expect("the handed turn acks");
+    let later = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the second completion is fetched after the turn")
+        .expect("join")
+        .expect("fetch")
+        .expect("an instance");
+    assert_eq!(later.instance_id, "i");
+    assert_eq!(later.messages.len(), 1);
+}
+
 /// Awaits all `futures`, polling them together on this task (a minimal `join_all`).
 async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     let mut pending: Vec<_> = futures.into_iter().map(Box::pin).collect();

@@ -283,3 +283,64 @@ BEGIN
     END IF;
     RETURN NEXT;
 END $$;
+
+-- An activity's ack that hands the instance its completion goes to to a fetch waiting in the acking
+-- process: as `ack_work_item`, and when the completion was stored (outcome 1) and no turn of the
+-- instance runs, the instance is locked under `p_lease_secret` and returned with its visible
+-- messages, history and KV snapshot, as a fetch returns it. One row; the item columns are NULL when
+-- nothing was leased. The lock commits with the ack, durably.
+CREATE FUNCTION __schema__.ack_work_item_leasing(
+    p_id bigint, p_secret uuid, p_instances text[], p_payloads text[], p_visible_at bigint[],
+    p_creates boolean[], p_names text[], p_versions text[], p_parents text[],
+    p_lease_secret uuid, p_lease_ms bigint)
+RETURNS TABLE (
+    o_instance_id text, o_name text, o_version text, o_execution_id bigint, o_status text,
+    o_output text, o_created_at_ms bigint, o_updated_at_ms bigint, o_parent_instance_id text,
+    o_custom_status text, o_custom_status_version bigint, o_attempt integer, o_messages text[],
+    o_event_ids bigint[], o_event_kinds text[], o_event_payloads text[], o_kv_keys text[],
+    o_kv_values text[], o_kv_updated_at_ms bigint[], o_outcome integer)
+LANGUAGE plpgsql
+SET jit = off SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_now bigint := __schema__.now_ms();
+    v_leased text;
+BEGIN
+    o_outcome := __schema__.ack_work_item(p_id, p_secret, p_instances, p_payloads, p_visible_at,
+        p_creates, p_names, p_versions, p_parents);
+    IF o_outcome = 1 AND cardinality(p_instances) = 1 THEN
+        UPDATE __schema__.instances AS i SET lock_token = p_lease_secret, locked_until_ms = v_now + p_lease_ms
+        WHERE i.instance_id = (
+            SELECT c.instance_id FROM __schema__.instances AS c
+            WHERE c.instance_id = p_instances[1] AND (c.locked_until_ms IS NULL OR c.locked_until_ms <= v_now)
+            FOR NO KEY UPDATE SKIP LOCKED)
+        RETURNING i.instance_id INTO v_leased;
+    END IF;
+    IF v_leased IS NULL THEN
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH claimed AS (
+        UPDATE __schema__.orchestrator_queue AS q SET attempt = q.attempt + 1, lock_token = p_lease_secret
+        WHERE q.instance_id = v_leased AND q.visible_at_ms + 0 <= v_now
+        RETURNING q.id, q.payload, q.attempt)
+    SELECT i.instance_id, i.name, i.version, i.current_execution_id, i.status, i.output,
+           i.created_at_ms, i.updated_at_ms, i.parent_instance_id, i.custom_status,
+           i.custom_status_version,
+           (SELECT max(c.attempt) FROM claimed AS c),
+           (SELECT array_agg(c.payload ORDER BY c.id) FROM claimed AS c),
+           h.event_ids, h.kinds, h.payloads, k.keys, k.vals, k.updated, o_outcome
+    FROM __schema__.instances AS i
+    CROSS JOIN LATERAL (
+        SELECT array_agg(e.event_id ORDER BY e.event_id) AS event_ids,
+               array_agg(e.kind ORDER BY e.event_id) AS kinds,
+               array_agg(e.payload ORDER BY e.event_id) AS payloads
+        FROM __schema__.history AS e
+        WHERE e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id) AS h
+    CROSS JOIN LATERAL (
+        SELECT array_agg(s.key ORDER BY s.key) AS keys, array_agg(s.value ORDER BY s.key) AS vals,
+               array_agg(s.updated_at_ms ORDER BY s.key) AS updated
+        FROM __schema__.kv_snapshot AS s WHERE s.instance_id = i.instance_id) AS k
+    WHERE i.instance_id = v_leased;
+END $$;
