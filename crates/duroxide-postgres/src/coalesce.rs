@@ -293,6 +293,17 @@ mod tests {
         (list, release)
     }
 
+    /// One look of `request` in a task of its own.
+    fn spawn_look(
+        coalescer: &Arc<Coalescer<usize>>,
+        request: &str,
+        fetch: Fetch<usize>,
+        release: &Release<usize>,
+    ) -> tokio::task::JoinHandle<Result<Polled<usize>, ProviderError>> {
+        let (coalescer, request, release) = (coalescer.clone(), request.to_owned(), release.clone());
+        tokio::spawn(async move { coalescer.look(request, None, fetch, release).await })
+    }
+
     async fn until(condition: impl Fn() -> bool) {
         while !condition() {
             tokio::task::yield_now().await;
@@ -308,10 +319,7 @@ mod tests {
         let coalescer = Arc::new(Coalescer::default());
         let fake = fake(10);
         let (released, release) = released();
-        let first = tokio::spawn({
-            let (c, f, r) = (coalescer.clone(), fetch_of(&fake), release.clone());
-            async move { c.look("k".into(), None, f, r).await }
-        });
+        let first = spawn_look(&coalescer, "k", fetch_of(&fake), &release);
         // The first look's query is under way (it took the look off the waiting list).
         until(|| {
             coalescer
@@ -324,10 +332,7 @@ mod tests {
         })
         .await;
         let later: Vec<_> = (0..3)
-            .map(|_| {
-                let (c, f, r) = (coalescer.clone(), fetch_of(&fake), release.clone());
-                tokio::spawn(async move { c.look("k".into(), None, f, r).await })
-            })
+            .map(|_| spawn_look(&coalescer, "k", fetch_of(&fake), &release))
             .collect();
         until(|| waiting(&coalescer) == 3).await;
         fake.gate.notify_one();
@@ -364,10 +369,7 @@ mod tests {
         let fake = fake(1);
         let (_, release) = released();
         let looks: Vec<_> = (0..3)
-            .map(|_| {
-                let (c, f, r) = (coalescer.clone(), fetch_of(&fake), release.clone());
-                tokio::spawn(async move { c.look("k".into(), None, f, r).await })
-            })
+            .map(|_| spawn_look(&coalescer, "k", fetch_of(&fake), &release))
             .collect();
         until(|| fake.asked.lock().unwrap().is_empty() && coalescer.lock().len() == 1).await;
         // Release queries until every look is answered.
@@ -397,10 +399,7 @@ mod tests {
         let coalescer = Arc::new(Coalescer::default());
         let fake = fake(5);
         let (released, release) = released();
-        let look = tokio::spawn({
-            let (c, f, r) = (coalescer.clone(), fetch_of(&fake), release.clone());
-            async move { c.look("k".into(), None, f, r).await }
-        });
+        let look = spawn_look(&coalescer, "k", fetch_of(&fake), &release);
         until(|| {
             coalescer
                 .lock()
@@ -424,14 +423,8 @@ mod tests {
         let coalescer = Arc::new(Coalescer::default());
         let fake = fake(10);
         let (_, release) = released();
-        let a = tokio::spawn({
-            let (c, f, r) = (coalescer.clone(), fetch_of(&fake), release.clone());
-            async move { c.look("a".into(), None, f, r).await }
-        });
-        let b = tokio::spawn({
-            let (c, f, r) = (coalescer.clone(), fetch_of(&fake), release.clone());
-            async move { c.look("b".into(), None, f, r).await }
-        });
+        let a = spawn_look(&coalescer, "a", fetch_of(&fake), &release);
+        let b = spawn_look(&coalescer, "b", fetch_of(&fake), &release);
         until(|| coalescer.lock().len() == 2).await;
         while !(a.is_finished() && b.is_finished()) {
             fake.gate.notify_one();
@@ -449,10 +442,7 @@ mod tests {
             Arc::new(|_, _| Box::pin(async { Err(ProviderError::retryable("fetch", "connection reset")) }));
         let (_, release) = released();
         let looks: Vec<_> = (0..3)
-            .map(|_| {
-                let (c, f, r) = (coalescer.clone(), failing.clone(), release.clone());
-                tokio::spawn(async move { c.look("k".into(), None, f, r).await })
-            })
+            .map(|_| spawn_look(&coalescer, "k", failing.clone(), &release))
             .collect();
         for look in looks {
             let err = look.await.unwrap().unwrap_err();

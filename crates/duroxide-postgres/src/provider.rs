@@ -221,26 +221,28 @@ impl PostgresProvider {
 
     /// Hands back a leased work item nobody will run (its fetch went away): fetchable again at once.
     fn release_work(&self, lease: WorkItemLease) {
-        let provider = self.clone();
-        tokio::spawn(async move {
-            if worker_queue::abandon(provider.db(), &lease.lock_token, None)
-                .await
-                .is_ok()
-            {
-                provider.announce(Queue::Worker, Wake::Some(1));
-            }
+        self.hand_back(Queue::Worker, move |provider| async move {
+            worker_queue::abandon(provider.db(), &lease.lock_token, None).await
         });
     }
 
     /// Hands back a locked instance nobody will run a turn of (its fetch went away).
     fn release_turn(&self, item: OrchestrationItem) {
+        self.hand_back(Queue::Orchestrator, move |provider| async move {
+            orchestrator_queue::abandon(provider.db(), &item.lock_token, None).await
+        });
+    }
+
+    /// Runs `abandon` in the background; once it handed the item back, fetches hear of it.
+    fn hand_back<F, Fut>(&self, queue: Queue, abandon: F)
+    where
+        F: FnOnce(PostgresProvider) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), ProviderError>> + Send,
+    {
         let provider = self.clone();
         tokio::spawn(async move {
-            if orchestrator_queue::abandon(provider.db(), &item.lock_token, None)
-                .await
-                .is_ok()
-            {
-                provider.announce(Queue::Orchestrator, Wake::Some(1));
+            if abandon(provider.clone()).await.is_ok() {
+                provider.announce(queue, Wake::Some(1));
             }
         });
     }

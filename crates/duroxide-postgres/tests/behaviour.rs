@@ -6,28 +6,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use duroxide_core::provider::{
-    ActivityRef, HistoryRecord, InstanceCreation, NewMessage, NewWorkItem, OrchestrationItem, Provider,
-    ProviderErrorKind, SessionRouting, TagFilter, TurnAck, WorkerFetch,
+    ActivityRef, HistoryRecord, NewMessage, NewWorkItem, OrchestrationItem, Provider, ProviderErrorKind,
+    SessionRouting, TagFilter, TurnAck, WorkerFetch,
 };
-use duroxide_postgres::{PostgresOptions, PostgresProvider};
+use duroxide_postgres::PostgresProvider;
 use tokio_postgres::NoTls;
 
 mod common;
 
 const LOCK: Duration = Duration::from_secs(30);
-
-fn start(instance: &str) -> NewMessage {
-    NewMessage {
-        instance_id: instance.into(),
-        payload: format!("{{\"start\":\"{instance}\"}}"),
-        visible_at_ms: None,
-        creates: Some(InstanceCreation {
-            name: "Orchestration".into(),
-            version: None,
-            parent_instance_id: None,
-        }),
-    }
-}
 
 fn event(instance: &str) -> NewMessage {
     NewMessage {
@@ -89,7 +76,7 @@ async fn fetch(p: &PostgresProvider) -> OrchestrationItem {
 async fn an_ack_repeated_after_a_lost_reply_succeeds_once() {
     let schemas = common::Schemas::default();
     let p = schemas.provider().await;
-    p.create_instance(start("i1")).await.expect("create");
+    p.create_instance(common::start("i1")).await.expect("create");
     let item = fetch(&p).await;
     let ack = first_turn(&item, 2, vec![work_item("i1", 2)]);
     p.ack_orchestration_item(&item.lock_token, ack.clone())
@@ -120,23 +107,14 @@ async fn an_ack_repeated_after_a_lost_reply_succeeds_once() {
 #[tokio::test]
 async fn fetches_and_acks_are_one_round_trip_each() {
     let schemas = common::Schemas::default();
-    let schema = schemas.fresh();
     // One connection of each kind, so that after a warm-up every statement is prepared on each. (A
     // fetch woken by an ack runs on the ack's connection, so warming up takes two rounds.)
-    let options = PostgresOptions::default()
-        .with_schema(schema)
-        .with_max_connections(1)
-        .with_shared_connections(1)
-        .with_ack_connections(1);
-    let p = match PostgresProvider::connect_with(&common::url(), options).await {
-        Ok(p) => p,
-        Err(err) => common::no_server(&err),
-    };
+    let p = schemas.single_connection_provider().await;
     let mut trips = Vec::new();
     for round in 0..3 {
         let id = format!("i{round}");
         let before = p.stats().round_trips;
-        p.create_instance(start(&id)).await.expect("create");
+        p.create_instance(common::start(&id)).await.expect("create");
         let created = p.stats().round_trips;
         let item = fetch(&p).await;
         let fetched = p.stats().round_trips;
@@ -246,7 +224,7 @@ async fn another_process_starts_new_work_within_milliseconds() {
         tokio::time::sleep(Duration::from_millis(30)).await;
         let created_at = Instant::now();
         client_side
-            .create_instance(start(&format!("i{n}")))
+            .create_instance(common::start(&format!("i{n}")))
             .await
             .expect("create");
         let (item, fetched_at) = waiting.await.expect("join");
@@ -269,7 +247,9 @@ async fn concurrent_claims_move_on_to_the_next_free_instance() {
     let schemas = common::Schemas::default();
     let p = Arc::new(schemas.provider().await);
     for n in 0..20 {
-        p.create_instance(start(&format!("i{n}"))).await.expect("create");
+        p.create_instance(common::start(&format!("i{n}")))
+            .await
+            .expect("create");
     }
     // Ten fetches at once that do not wait: while free instances remain, none may come back empty.
     let tasks: Vec<_> = (0..10)
@@ -293,20 +273,12 @@ async fn concurrent_claims_move_on_to_the_next_free_instance() {
 #[tokio::test]
 async fn fetches_that_arrive_together_share_one_query() {
     let schemas = common::Schemas::default();
-    let options = PostgresOptions::default()
-        .with_schema(schemas.fresh())
-        .with_max_connections(1)
-        .with_shared_connections(1)
-        .with_ack_connections(1);
-    let p = match PostgresProvider::connect_with(&common::url(), options).await {
-        Ok(p) => p,
-        Err(err) => common::no_server(&err),
-    };
+    let p = schemas.single_connection_provider().await;
     // Warm-up: every statement prepared on each connection it runs on (two rounds: a fetch woken
     // by an ack runs on the ack's connection).
     for round in 0..2 {
         let id = format!("warm{round}");
-        p.create_instance(start(&id)).await.expect("create");
+        p.create_instance(common::start(&id)).await.expect("create");
         let item = fetch(&p).await;
         p.ack_orchestration_item(&item.lock_token, first_turn(&item, 0, vec![work_item(&id, 2)]))
             .await
@@ -320,7 +292,9 @@ async fn fetches_that_arrive_together_share_one_query() {
     }
 
     for n in 0..6 {
-        p.create_instance(start(&format!("i{n}"))).await.expect("create");
+        p.create_instance(common::start(&format!("i{n}")))
+            .await
+            .expect("create");
     }
     // Six fetches polled together on this thread: all join the group before its query runs.
     let before = p.stats().round_trips;
@@ -370,20 +344,10 @@ async fn fetches_that_arrive_together_share_one_query() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_worker_fetch_takes_an_ack_s_new_item() {
     let schemas = common::Schemas::default();
-    let options = PostgresOptions::default()
-        .with_schema(schemas.fresh())
-        .with_max_connections(1)
-        .with_shared_connections(1)
-        .with_ack_connections(1);
-    let p = Arc::new(
-        match PostgresProvider::connect_with(&common::url(), options).await {
-            Ok(p) => p,
-            Err(err) => common::no_server(&err),
-        },
-    );
+    let p = Arc::new(schemas.single_connection_provider().await);
     for round in 0..3 {
         let id = format!("i{round}");
-        p.create_instance(start(&id)).await.expect("create");
+        p.create_instance(common::start(&id)).await.expect("create");
         let item = fetch(&p).await;
         // A worker fetch that found the queue empty and waits.
         let waiting = tokio::spawn({
@@ -433,7 +397,7 @@ async fn an_idle_worker_fetch_takes_an_ack_s_new_item() {
 async fn an_idle_orchestration_fetch_takes_the_instance_an_activity_completes() {
     let schemas = common::Schemas::default();
     let p = Arc::new(schemas.provider().await);
-    p.create_instance(start("i")).await.expect("create");
+    p.create_instance(common::start("i")).await.expect("create");
     let item = fetch(&p).await;
     let work = vec![work_item("i", 2), work_item("i", 3)];
     p.ack_orchestration_item(&item.lock_token, first_turn(&item, 0, work))
@@ -559,7 +523,7 @@ async fn lost_connections_are_retryable_and_heal() {
             .unwrap_or_else(|err| common::no_server(&err)),
     );
     let other = common::connect(&schema).await;
-    p.create_instance(start("before")).await.expect("create");
+    p.create_instance(common::start("before")).await.expect("create");
     let item = fetch(&p).await;
     p.ack_orchestration_item(&item.lock_token, first_turn(&item, 0, vec![]))
         .await
@@ -608,7 +572,10 @@ async fn lost_connections_are_retryable_and_heal() {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let created_at = Instant::now();
-    other.create_instance(start("after")).await.expect("create");
+    other
+        .create_instance(common::start("after"))
+        .await
+        .expect("create");
     let (item, fetched_at) = waiting.await.expect("join");
     let item = item
         .expect("fetch after the cut")

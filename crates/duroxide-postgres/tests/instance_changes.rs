@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use duroxide_conformance::faults::{CallPhase, FaultConfig, FaultyProvider, HookAction, Op};
 use duroxide_core::provider::{
-    CustomStatusChange, ExecutionStatus, HistoryRecord, InstanceCreation, NewMessage, OrchestrationItem,
-    Provider, TurnAck,
+    CustomStatusChange, ExecutionStatus, HistoryRecord, OrchestrationItem, Provider, TurnAck,
 };
 use duroxide_postgres::PostgresProvider;
 use duroxide_runtime::{
@@ -26,19 +25,6 @@ mod common;
 const LOCK: Duration = Duration::from_secs(30);
 /// How long a condition that should hold within milliseconds may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-fn start(instance: &str) -> NewMessage {
-    NewMessage {
-        instance_id: instance.into(),
-        payload: format!("{{\"start\":\"{instance}\"}}"),
-        visible_at_ms: None,
-        creates: Some(InstanceCreation {
-            name: "Orchestration".into(),
-            version: None,
-            parent_instance_id: None,
-        }),
-    }
-}
 
 /// A first turn that records one event and changes nothing a waiting client reads.
 fn quiet_turn(item: &OrchestrationItem) -> TurnAck {
@@ -72,7 +58,7 @@ async fn fetch(p: &PostgresProvider) -> OrchestrationItem {
 
 /// Creates `instance` and commits one turn of it, `turn` building the ack.
 async fn run_turn(p: &PostgresProvider, instance: &str, turn: fn(&OrchestrationItem) -> TurnAck) {
-    p.create_instance(start(instance)).await.expect("create");
+    p.create_instance(common::start(instance)).await.expect("create");
     let item = fetch(p).await;
     assert_eq!(item.instance_id, instance);
     p.ack_orchestration_item(&item.lock_token, turn(&item))
@@ -177,7 +163,7 @@ async fn a_client_wakes_as_soon_as_another_process_completes_the_instance() {
     for n in 0..10 {
         let instance = format!("done-{n}");
         runtime_side
-            .create_instance(start(&instance))
+            .create_instance(common::start(&instance))
             .await
             .expect("create");
         let item = fetch(&runtime_side).await;

@@ -80,6 +80,34 @@ impl Schemas {
         let schema = self.fresh();
         connect(&schema).await
     }
+
+    /// A provider on a new schema with one connection of each kind (pooled, shared, ack), so that
+    /// a test can count round trips once its statements are prepared on each.
+    pub async fn single_connection_provider(&self) -> PostgresProvider {
+        let options = PostgresOptions::default()
+            .with_schema(self.fresh())
+            .with_max_connections(1)
+            .with_shared_connections(1)
+            .with_ack_connections(1);
+        match PostgresProvider::connect_with(&url(), options).await {
+            Ok(provider) => provider,
+            Err(err) => no_server(&err),
+        }
+    }
+}
+
+/// The message that creates instance `instance` of the orchestration "Orchestration".
+pub fn start(instance: &str) -> duroxide_core::provider::NewMessage {
+    duroxide_core::provider::NewMessage {
+        instance_id: instance.into(),
+        payload: format!("{{\"start\":\"{instance}\"}}"),
+        visible_at_ms: None,
+        creates: Some(duroxide_core::provider::InstanceCreation {
+            name: "Orchestration".into(),
+            version: None,
+            parent_instance_id: None,
+        }),
+    }
 }
 
 /// Pooled connections per provider in tests: enough for the suite's concurrent fetchers, few enough
