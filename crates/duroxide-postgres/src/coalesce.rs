@@ -211,18 +211,16 @@ fn answer<T>(replies: Vec<Reply<T>>, result: Result<Batch<T>, ProviderError>, re
     } else {
         Rest::Empty { due: batch.due }
     };
-    let nothing = Polled::Empty {
-        due: if batch.more {
-            Some(Duration::ZERO)
-        } else {
-            batch.due
-        },
+    let nothing_due = if batch.more {
+        Some(Duration::ZERO)
+    } else {
+        batch.due
     };
     let mut items = batch.items.into_iter();
     for reply in replies {
         let polled = match items.next() {
             Some(item) => Polled::Found { item, rest },
-            None => clone_empty(&nothing),
+            None => Polled::Empty { due: nothing_due },
         };
         if let Err(Ok(Polled::Found { item, .. })) = reply.send(Ok(polled)) {
             release(item);
@@ -231,13 +229,6 @@ fn answer<T>(replies: Vec<Reply<T>>, result: Result<Batch<T>, ProviderError>, re
     // A query never leases more than it was asked for; should one, nothing may stay locked.
     for item in items {
         release(item);
-    }
-}
-
-fn clone_empty<T>(polled: &Polled<T>) -> Polled<T> {
-    match polled {
-        Polled::Empty { due } => Polled::Empty { due: *due },
-        Polled::Found { .. } => unreachable!("only empty answers are copied"),
     }
 }
 
@@ -310,6 +301,15 @@ mod tests {
         }
     }
 
+    /// The group's query took every waiting look of `request`.
+    fn query_under_way(coalescer: &Coalescer<usize>, request: &str) -> bool {
+        let key = GroupKey {
+            request: request.into(),
+            conn: 0,
+        };
+        coalescer.lock().get(&key).is_some_and(|g| g.waiting.is_empty())
+    }
+
     fn waiting(coalescer: &Coalescer<usize>) -> usize {
         coalescer.lock().values().map(|g| g.waiting.len()).sum()
     }
@@ -321,16 +321,7 @@ mod tests {
         let (released, release) = released();
         let first = spawn_look(&coalescer, "k", fetch_of(&fake), &release);
         // The first look's query is under way (it took the look off the waiting list).
-        until(|| {
-            coalescer
-                .lock()
-                .get(&GroupKey {
-                    request: "k".into(),
-                    conn: 0,
-                })
-                .is_some_and(|g| g.waiting.is_empty())
-        })
-        .await;
+        until(|| query_under_way(&coalescer, "k")).await;
         let later: Vec<_> = (0..3)
             .map(|_| spawn_look(&coalescer, "k", fetch_of(&fake), &release))
             .collect();
@@ -400,16 +391,7 @@ mod tests {
         let fake = fake(5);
         let (released, release) = released();
         let look = spawn_look(&coalescer, "k", fetch_of(&fake), &release);
-        until(|| {
-            coalescer
-                .lock()
-                .get(&GroupKey {
-                    request: "k".into(),
-                    conn: 0,
-                })
-                .is_some_and(|g| g.waiting.is_empty())
-        })
-        .await;
+        until(|| query_under_way(&coalescer, "k")).await;
         look.abort();
         let _ = look.await;
         fake.gate.notify_one();

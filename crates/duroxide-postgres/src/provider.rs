@@ -555,13 +555,16 @@ impl Provider for PostgresProvider {
         };
         self.deleted(1);
         match (acked.turn, taker) {
+            // The instance was locked for the taker (a lease is asked for only with one).
             (Some(turn), Some(taker)) => {
                 if let Some(turn) = self.inner.turn_handoffs.deliver(&taker, turn) {
                     self.release_turn(turn);
                 }
             }
-            (turn, taker) => {
+            (_, taker) => {
                 if let Some(taker) = taker {
+                    // A turn of the instance runs (or a fetch held it a moment): local fetches were
+                    // not told when the ack was sent.
                     taker.unreserve();
                     if acked.enqueued {
                         self.inner
@@ -569,11 +572,7 @@ impl Provider for PostgresProvider {
                             .work_arrived(Queue::Orchestrator, Wake::Some(1));
                     }
                 }
-                if let Some(turn) = turn {
-                    self.release_turn(turn);
-                }
                 if acked.enqueued {
-                    // Local fetches heard of it already; other processes hear now.
                     self.inner.listener.announce(Queue::Orchestrator, Wake::Some(1));
                 }
             }

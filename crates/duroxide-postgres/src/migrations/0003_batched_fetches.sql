@@ -8,6 +8,23 @@
 -- comes due (`o_next_due_ms`), as the single-item functions of migration 2 do. Those stay installed
 -- for processes still running the previous version.
 
+-- The history of an instance's execution and its KV snapshot, as arrays in event and key order: what
+-- a fetch returns with a locked instance. (A plain SQL function, inlined into the calling query.)
+CREATE FUNCTION __schema__.turn_state(p_instance text, p_execution bigint)
+RETURNS TABLE (event_ids bigint[], kinds text[], payloads text[], keys text[], vals text[], updated bigint[])
+LANGUAGE sql STABLE
+AS $$
+    SELECT h.event_ids, h.kinds, h.payloads, k.keys, k.vals, k.updated
+    FROM (SELECT array_agg(e.event_id ORDER BY e.event_id) AS event_ids,
+                 array_agg(e.kind ORDER BY e.event_id) AS kinds,
+                 array_agg(e.payload ORDER BY e.event_id) AS payloads
+          FROM __schema__.history AS e
+          WHERE e.instance_id = p_instance AND e.execution_id = p_execution) AS h,
+         (SELECT array_agg(s.key ORDER BY s.key) AS keys, array_agg(s.value ORDER BY s.key) AS vals,
+                 array_agg(s.updated_at_ms ORDER BY s.key) AS updated
+          FROM __schema__.kv_snapshot AS s WHERE s.instance_id = p_instance) AS k
+$$;
+
 -- Up to p_max instances, in the order of their oldest visible message, each with its visible
 -- messages, history and KV snapshot.
 CREATE FUNCTION __schema__.fetch_orchestration_items(p_secret uuid, p_lock_ms bigint, p_max integer)
@@ -66,20 +83,11 @@ BEGIN
             FROM claimed AS c GROUP BY c.instance_id)
         SELECT i.instance_id, i.name, i.version, i.current_execution_id, i.status, i.output,
                i.created_at_ms, i.updated_at_ms, i.parent_instance_id, i.custom_status,
-               i.custom_status_version, m.attempt, m.payloads, h.event_ids, h.kinds, h.payloads,
-               k.keys, k.vals, k.updated, v_now, NULL::bigint, NULL::boolean
+               i.custom_status_version, m.attempt, m.payloads, t.event_ids, t.kinds, t.payloads,
+               t.keys, t.vals, t.updated, v_now, NULL::bigint, NULL::boolean
         FROM messages AS m
         JOIN __schema__.instances AS i ON i.instance_id = m.instance_id
-        CROSS JOIN LATERAL (
-            SELECT array_agg(e.event_id ORDER BY e.event_id) AS event_ids,
-                   array_agg(e.kind ORDER BY e.event_id) AS kinds,
-                   array_agg(e.payload ORDER BY e.event_id) AS payloads
-            FROM __schema__.history AS e
-            WHERE e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id) AS h
-        CROSS JOIN LATERAL (
-            SELECT array_agg(s.key ORDER BY s.key) AS keys, array_agg(s.value ORDER BY s.key) AS vals,
-                   array_agg(s.updated_at_ms ORDER BY s.key) AS updated
-            FROM __schema__.kv_snapshot AS s WHERE s.instance_id = i.instance_id) AS k
+        CROSS JOIN LATERAL __schema__.turn_state(i.instance_id, i.current_execution_id) AS t
         ORDER BY array_position(v_ids, i.instance_id);
         GET DIAGNOSTICS v_found = ROW_COUNT;
 
@@ -330,17 +338,8 @@ BEGIN
            i.custom_status_version,
            (SELECT max(c.attempt) FROM claimed AS c),
            (SELECT array_agg(c.payload ORDER BY c.id) FROM claimed AS c),
-           h.event_ids, h.kinds, h.payloads, k.keys, k.vals, k.updated, o_outcome
+           t.event_ids, t.kinds, t.payloads, t.keys, t.vals, t.updated, o_outcome
     FROM __schema__.instances AS i
-    CROSS JOIN LATERAL (
-        SELECT array_agg(e.event_id ORDER BY e.event_id) AS event_ids,
-               array_agg(e.kind ORDER BY e.event_id) AS kinds,
-               array_agg(e.payload ORDER BY e.event_id) AS payloads
-        FROM __schema__.history AS e
-        WHERE e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id) AS h
-    CROSS JOIN LATERAL (
-        SELECT array_agg(s.key ORDER BY s.key) AS keys, array_agg(s.value ORDER BY s.key) AS vals,
-               array_agg(s.updated_at_ms ORDER BY s.key) AS updated
-        FROM __schema__.kv_snapshot AS s WHERE s.instance_id = i.instance_id) AS k
+    CROSS JOIN LATERAL __schema__.turn_state(i.instance_id, i.current_execution_id) AS t
     WHERE i.instance_id = v_leased;
 END $$;
