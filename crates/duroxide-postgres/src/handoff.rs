@@ -10,10 +10,17 @@
 //! A fetch waits here only while it is idle, not while its own look runs. A handed item reaches its
 //! fetch or, when the fetch went away meanwhile (its poll ended, it found an item of its own), is
 //! handed back at once (`release`), so a lease is never left to run out unused.
+//!
+//! Under load no fetch is idle: each finds queued work at once. An ack then leases its item anyway,
+//! into a small stock that the next fetch takes from before it looks (`take_stocked`). The stock
+//! holds at most as many items as this object has had fetches at once (about the runtime's slots),
+//! is filled only while fetches are running, and an item nobody takes soon goes back (the caller
+//! times it), so stocked work waits about one turn, never a lease.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Notify};
 
@@ -74,11 +81,39 @@ impl<T> Waiter<T> {
     }
 }
 
+/// Fetches stop being counted as running this long after the last one ended: the stock fills only
+/// while a consumer of this object fetches (not after its runtime stopped).
+const FETCHING_GRACE: Duration = Duration::from_secs(1);
+
+/// An item leased for no fetch in particular.
+#[derive(Debug)]
+struct Stocked<T> {
+    id: u64,
+    lock_timeout: Duration,
+    item: T,
+}
+
+/// The stock and what bounds it.
+#[derive(Debug)]
+struct Stock<T> {
+    items: VecDeque<Stocked<T>>,
+    /// Places promised to acks in flight.
+    promised: usize,
+    /// Fetches registered now, and the most there have been at once (the stock's size).
+    fetching: usize,
+    peak_fetching: usize,
+    last_fetch_ended: Option<Instant>,
+    /// Lock timeout of the latest fetch: what a stocked item is leased for.
+    lock_timeout: Duration,
+    next_id: u64,
+}
+
 /// The fetches of one queue of one provider object that can take handed items.
 #[derive(Debug)]
 pub(crate) struct Handoffs<T> {
     waiters: Mutex<Vec<Arc<Waiter<T>>>>,
-    /// Items delivered so far.
+    stock: Mutex<Stock<T>>,
+    /// Items delivered so far (to waiting fetches or from the stock).
     handed: AtomicU64,
 }
 
@@ -86,6 +121,15 @@ impl<T> Default for Handoffs<T> {
     fn default() -> Self {
         Handoffs {
             waiters: Mutex::new(Vec::new()),
+            stock: Mutex::new(Stock {
+                items: VecDeque::new(),
+                promised: 0,
+                fetching: 0,
+                peak_fetching: 0,
+                last_fetch_ended: None,
+                lock_timeout: Duration::ZERO,
+                next_id: 0,
+            }),
             handed: AtomicU64::new(0),
         }
     }
@@ -104,6 +148,11 @@ impl<T> Handoffs<T> {
             deliver: Mutex::new(Some(sender)),
         });
         self.lock().push(waiter.clone());
+        let mut stock = self.stock();
+        stock.fetching += 1;
+        stock.peak_fetching = stock.peak_fetching.max(stock.fetching);
+        stock.lock_timeout = lock_timeout;
+        drop(stock);
         (waiter, receiver)
     }
 
@@ -124,6 +173,71 @@ impl<T> Handoffs<T> {
     /// Forgets a fetch that stopped waiting.
     pub(crate) fn unregister(&self, waiter: &Arc<Waiter<T>>) {
         self.lock().retain(|w| !Arc::ptr_eq(w, waiter));
+        let mut stock = self.stock();
+        stock.fetching = stock.fetching.saturating_sub(1);
+        stock.last_fetch_ended = Some(Instant::now());
+    }
+
+    /// Promises an ack a place in the stock, when there is one and fetches are running: the lock
+    /// timeout to lease its item for.
+    pub(crate) fn reserve_stock(&self) -> Option<Duration> {
+        let mut stock = self.stock();
+        let running = stock.fetching > 0
+            || stock
+                .last_fetch_ended
+                .is_some_and(|ended| ended.elapsed() < FETCHING_GRACE);
+        let free = stock.peak_fetching > stock.items.len() + stock.promised;
+        if !(running && free) {
+            return None;
+        }
+        stock.promised += 1;
+        Some(stock.lock_timeout)
+    }
+
+    /// Gives back a place the ack did not fill.
+    pub(crate) fn unreserve_stock(&self) {
+        let mut stock = self.stock();
+        stock.promised = stock.promised.saturating_sub(1);
+    }
+
+    /// Fills a promised place; the id names the item for [`take_unwanted`](Self::take_unwanted).
+    pub(crate) fn stock_item(&self, item: T, lock_timeout: Duration) -> u64 {
+        let mut stock = self.stock();
+        stock.promised = stock.promised.saturating_sub(1);
+        let id = stock.next_id;
+        stock.next_id += 1;
+        stock.items.push_back(Stocked {
+            id,
+            lock_timeout,
+            item,
+        });
+        id
+    }
+
+    /// The oldest stocked item leased for `lock_timeout`, for a fetch.
+    pub(crate) fn take_stocked(&self, lock_timeout: Duration) -> Option<T> {
+        let mut stock = self.stock();
+        let at = stock.items.iter().position(|s| s.lock_timeout == lock_timeout)?;
+        let taken = stock.items.remove(at).map(|s| s.item);
+        drop(stock);
+        self.handed.fetch_add(1, Ordering::Relaxed);
+        taken
+    }
+
+    /// Item `id`, when no fetch took it: to be handed back.
+    pub(crate) fn take_unwanted(&self, id: u64) -> Option<T> {
+        let mut stock = self.stock();
+        let at = stock.items.iter().position(|s| s.id == id)?;
+        stock.items.remove(at).map(|s| s.item)
+    }
+
+    /// Every stocked item: to be handed back (the consumer stops fetching).
+    pub(crate) fn take_all_stocked(&self) -> Vec<T> {
+        self.stock().items.drain(..).map(|s| s.item).collect()
+    }
+
+    fn stock(&self) -> std::sync::MutexGuard<'_, Stock<T>> {
+        self.stock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Promises up to `max` idle fetches (all with one lock timeout, returned) to an ack.
@@ -206,6 +320,47 @@ mod tests {
         assert_eq!(handoffs.handed(), 1);
         handoffs.unregister(&waiter);
         assert_eq!(handoffs.lock().len(), 1);
+    }
+
+    #[test]
+    fn the_stock_holds_as_many_items_as_there_were_fetches_at_once() {
+        let handoffs = Handoffs::<u64>::default();
+        assert_eq!(handoffs.reserve_stock(), None, "no fetch ever ran");
+        let (a, _a_rx) = handoffs.register(ms(1000));
+        let (b, _b_rx) = handoffs.register(ms(1000));
+        handoffs.unregister(&a);
+        // Two fetches ran at once: two places, promised or filled.
+        assert_eq!(handoffs.reserve_stock(), Some(ms(1000)));
+        assert_eq!(handoffs.reserve_stock(), Some(ms(1000)));
+        assert_eq!(handoffs.reserve_stock(), None, "full");
+        let first = handoffs.stock_item(10, ms(1000));
+        assert_eq!(handoffs.reserve_stock(), None, "one stocked, one promised");
+        handoffs.unreserve_stock();
+        assert!(handoffs.reserve_stock().is_some(), "a place given back");
+        let second = handoffs.stock_item(11, ms(2000));
+        // A fetch takes the oldest item leased for its lock timeout.
+        assert_eq!(handoffs.take_stocked(ms(2000)), Some(11));
+        assert_eq!(handoffs.take_stocked(ms(2000)), None);
+        assert_eq!(handoffs.take_unwanted(second), None, "already taken");
+        assert_eq!(handoffs.handed(), 1);
+        assert_eq!(handoffs.take_unwanted(first), Some(10), "nobody took it");
+        assert!(handoffs.take_all_stocked().is_empty());
+        handoffs.unregister(&b);
+        assert!(handoffs.reserve_stock().is_some(), "fetches ran a moment ago");
+    }
+
+    #[test]
+    fn the_stock_fills_only_while_fetches_run() {
+        let handoffs = Handoffs::<u64>::default();
+        let (a, _a_rx) = handoffs.register(ms(1000));
+        handoffs.unregister(&a);
+        handoffs.stock().last_fetch_ended = Some(Instant::now() - FETCHING_GRACE);
+        assert_eq!(handoffs.reserve_stock(), None, "the consumer stopped fetching");
+        let (_b, _b_rx) = handoffs.register(ms(1000));
+        assert!(handoffs.reserve_stock().is_some());
+        handoffs.unreserve_stock();
+        let _ = handoffs.stock_item(1, ms(1000));
+        assert_eq!(handoffs.take_all_stocked(), vec![1]);
     }
 
     #[tokio::test]

@@ -25,13 +25,17 @@ use crate::mux::Conn;
 use crate::mux::Mux;
 use crate::schema::{Schema, DEFAULT_SCHEMA};
 use crate::turn_ack::{AckEffects, LeaseRequest};
-use crate::wakeups::{Polled, Queue, Wake, Wakeups};
+use crate::wakeups::{Polled, Queue, Rest, Wake, Wakeups};
 use crate::{
     lock_token, management, migrations, orchestrator_queue, reads, retention, turn_ack, worker_queue,
 };
 
 /// The key of the one orchestrator fetch request there is (orchestrator fetches have no filter).
 const ORCHESTRATOR_KEY: &str = "orchestrator";
+
+/// How long a stocked turn waits for a fetch before it is handed back (see `handoff`). Under load
+/// the next fetch takes it within a turn or two.
+const STOCK_TTL: Duration = Duration::from_millis(500);
 
 /// How to connect, beyond the URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,8 +109,8 @@ pub struct ProviderStats {
     /// Work items a turn's ack stored already leased to one of this object's idle worker fetches,
     /// which then needed no query (see the crate documentation).
     pub work_items_handed: u64,
-    /// Instances an activity's ack locked for one of this object's idle orchestration fetches along
-    /// with the completion it stored.
+    /// Instances an activity's ack locked along with the completion it stored, for one of this
+    /// object's idle orchestration fetches or for the next one (see the crate documentation).
     pub turns_handed: u64,
 }
 
@@ -233,6 +237,23 @@ impl PostgresProvider {
         });
     }
 
+    /// Puts a turn an activity's ack locked for no fetch in particular into the stock (see
+    /// `handoff`), wakes a fetch for it, and hands it back if no fetch took it after [`STOCK_TTL`]
+    /// (bounded by half its lease).
+    fn stock_turn(&self, turn: OrchestrationItem, lock_timeout: Duration) {
+        let id = self.inner.turn_handoffs.stock_item(turn, lock_timeout);
+        self.inner
+            .wakeups
+            .work_arrived(Queue::Orchestrator, Wake::Some(1));
+        let provider = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(STOCK_TTL.min(lock_timeout / 2)).await;
+            if let Some(turn) = provider.inner.turn_handoffs.take_unwanted(id) {
+                provider.release_turn(turn);
+            }
+        });
+    }
+
     /// Runs `abandon` in the background; once it handed the item back, fetches hear of it.
     fn hand_back<F, Fut>(&self, queue: Queue, abandon: F)
     where
@@ -267,6 +288,9 @@ impl PostgresProvider {
         let Some((handoffs, lock_timeout)) = handoffs else {
             return wakeups.long_poll(queue, key, poll_timeout, look).await;
         };
+        if let Some(item) = handoffs.take_stocked(lock_timeout) {
+            return Ok(Some(item));
+        }
         let (waiter, handed) = handoffs.register(lock_timeout);
         let mut registration = Registration {
             handoffs,
@@ -285,6 +309,13 @@ impl PostgresProvider {
                     // handed item (the select below).
                     wakeups.work_arrived(queue, Wake::Some(1));
                     return std::future::pending().await;
+                }
+                // Woken for an item an ack stocked while this fetch was busy.
+                if let Some(item) = handoffs.take_stocked(lock_timeout) {
+                    return Ok(Polled::Found {
+                        item,
+                        rest: Rest::Unknown,
+                    });
                 }
                 let found = found.await;
                 waiter.set_idle(true);
@@ -530,42 +561,56 @@ impl Provider for PostgresProvider {
         completion: Option<NewMessage>,
     ) -> Result<(), ProviderError> {
         // An idle orchestration fetch of this object gets the instance the completion goes to, when
-        // no turn of it runs (see `handoff`). Only plain messages for an existing instance qualify.
+        // no turn of it runs, or else the stock, when fetches run and it has room (see `handoff`).
+        // Only plain messages for an existing instance qualify.
+        let handoffs = &self.inner.turn_handoffs;
         let handable = completion
             .as_ref()
             .is_some_and(|m| m.creates.is_none() && m.visible_at_ms.is_none());
         let (takers, lock) = if handable {
-            self.inner.turn_handoffs.reserve(1)
+            handoffs.reserve(1)
         } else {
             (Vec::new(), Duration::ZERO)
         };
         let taker = takers.into_iter().next();
-        // With a taker, local fetches hear of the completion only if the ack could not lock the
+        let stock_lock = if handable && taker.is_none() {
+            handoffs.reserve_stock()
+        } else {
+            None
+        };
+        let lease = taker.as_ref().map(|_| lock).or(stock_lock);
+        let give_back = |taker: Option<Arc<Waiter<OrchestrationItem>>>| {
+            if let Some(taker) = taker {
+                taker.unreserve();
+            }
+            if stock_lock.is_some() {
+                handoffs.unreserve_stock();
+            }
+        };
+        // When leasing, local fetches hear of the completion only if the ack could not lock the
         // instance (a turn of it runs, or a fetch holds it for a moment): they would find it locked.
-        let sent = (completion.is_some() && taker.is_none()).then(|| self.announce_when_sent(1, 0));
-        let lease = taker.as_ref().map(|_| lock);
+        let sent = (completion.is_some() && lease.is_none()).then(|| self.announce_when_sent(1, 0));
         let acked = match worker_queue::ack(self.db(), lock_token, completion.as_ref(), sent, lease).await {
             Ok(acked) => acked,
             Err(err) => {
-                if let Some(taker) = &taker {
-                    taker.unreserve();
-                }
+                give_back(taker);
                 return Err(err);
             }
         };
         self.deleted(1);
-        match (acked.turn, taker) {
-            // The instance was locked for the taker (a lease is asked for only with one).
-            (Some(turn), Some(taker)) => {
-                if let Some(turn) = self.inner.turn_handoffs.deliver(&taker, turn) {
+        match (acked.turn, taker, stock_lock) {
+            // The instance was locked for the taker or the stock (a lease is asked for only then).
+            (Some(turn), Some(taker), _) => {
+                if let Some(turn) = handoffs.deliver(&taker, turn) {
                     self.release_turn(turn);
                 }
             }
-            (_, taker) => {
-                if let Some(taker) = taker {
+            (Some(turn), None, Some(lock)) => self.stock_turn(turn, lock),
+            (_, taker, _) => {
+                if lease.is_some() {
                     // A turn of the instance runs (or a fetch held it a moment): local fetches were
                     // not told when the ack was sent.
-                    taker.unreserve();
+                    give_back(taker);
                     if acked.enqueued {
                         self.inner
                             .wakeups
@@ -695,8 +740,15 @@ impl Provider for PostgresProvider {
         management::instance_stats(self.db(), instance_id).await
     }
 
+    /// Also hands back stocked turns: the runtime calls this when it stops fetching.
     fn wake_all(&self) {
         self.inner.wakeups.wake_all();
+        // (A runtime dropped outside any async runtime cannot hand them back; their leases expire.)
+        if tokio::runtime::Handle::try_current().is_ok() {
+            for turn in self.inner.turn_handoffs.take_all_stocked() {
+                self.release_turn(turn);
+            }
+        }
     }
 
     /// Other provider objects announce such changes on the listener's channel after their commit;

@@ -71,6 +71,8 @@ pub(crate) enum Rest {
     More,
     /// Nothing else is fetchable now: as after an empty look, with that due time.
     Empty { due: Option<Duration> },
+    /// Not looked at: the item was handed over without a query.
+    Unknown,
 }
 
 /// Which queue a fetch waits on.
@@ -432,6 +434,7 @@ impl Wakeups {
                         Polled::Found { item, rest } => {
                             match rest {
                                 Rest::More => signal.more(key),
+                                Rest::Unknown => {}
                                 Rest::Empty { due } => {
                                     known_empty(due);
                                 }

@@ -1,13 +1,13 @@
 //! PostgreSQL-specific behaviour beyond the conformance suite: idempotent acks, round trips per
 //! operation, the query load of an idle provider, cross-process wake-up latency, claims that move on
-//! to the next candidate, and recovery from lost connections.
+//! to the next candidate, work handed from acks to fetches, and recovery from lost connections.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use duroxide_core::provider::{
     ActivityRef, HistoryRecord, NewMessage, NewWorkItem, OrchestrationItem, Provider, ProviderErrorKind,
-    SessionRouting, TagFilter, TurnAck, WorkerFetch,
+    SessionRouting, TagFilter, TurnAck, WorkItemLease, WorkerFetch,
 };
 use duroxide_postgres::PostgresProvider;
 use tokio_postgres::NoTls;
@@ -132,6 +132,19 @@ async fn fetches_and_acks_are_one_round_trip_each() {
             .await
             .expect("ack work");
         let work_acked = p.stats().round_trips;
+        // The completion's turn (stocked by the work ack), acked so the next round's fetch finds
+        // the next instance.
+        let turn = fetch(&p).await;
+        assert_eq!(turn.instance_id, id);
+        p.ack_orchestration_item(
+            &turn.lock_token,
+            TurnAck {
+                execution_id: turn.instance.current_execution_id,
+                ..TurnAck::default()
+            },
+        )
+        .await
+        .expect("ack the completion's turn");
         trips = vec![
             created - before,
             fetched - created,
@@ -475,6 +488,110 @@ async fn an_idle_orchestration_fetch_takes_the_instance_an_activity_completes() 
         .expect("an instance");
     assert_eq!(later.instance_id, "i");
     assert_eq!(later.messages.len(), 1);
+}
+
+/// Runs the first turn of `instance` (scheduling one activity) and fetches that activity: what a
+/// busy runtime holds just before the activity's ack. Ends with an empty orchestration fetch, so the
+/// provider counts its orchestration fetches as running.
+async fn activity_of_a_running_instance(p: &PostgresProvider, instance: &str) -> WorkItemLease {
+    p.create_instance(common::start(instance)).await.expect("create");
+    let item = fetch(p).await;
+    p.ack_orchestration_item(
+        &item.lock_token,
+        first_turn(&item, 0, vec![work_item(instance, 2)]),
+    )
+    .await
+    .expect("ack");
+    let activity = p
+        .fetch_work_item(&worker(), Duration::ZERO)
+        .await
+        .expect("fetch")
+        .expect("an item");
+    let none = p
+        .fetch_orchestration_item(LOCK, Duration::ZERO)
+        .await
+        .expect("fetch");
+    assert!(none.is_none(), "nothing queued for the orchestration");
+    activity
+}
+
+#[tokio::test]
+async fn a_busy_runtime_s_next_fetch_takes_the_instance_an_activity_completed() {
+    let schemas = common::Schemas::default();
+    let p = schemas.single_connection_provider().await;
+    let activity = activity_of_a_running_instance(&p, "i").await;
+    // No orchestration fetch waits: the ack locks the instance for the stock anyway.
+    let handed = p.stats().turns_handed;
+    p.ack_work_item(&activity.lock_token, Some(event("i")))
+        .await
+        .expect("ack work");
+    let before = p.stats().round_trips;
+    let turn = p
+        .fetch_orchestration_item(LOCK, Duration::ZERO)
+        .await
+        .expect("fetch")
+        .expect("the stocked instance");
+    assert_eq!(p.stats().round_trips, before, "taken from the stock, no query");
+    assert_eq!(p.stats().turns_handed - handed, 1);
+    assert_eq!(turn.instance_id, "i");
+    assert_eq!(turn.messages.len(), 1, "the completion");
+    assert_eq!(turn.history.len(), 1, "the first turn's history");
+    // The lease is real: another provider object cannot take the instance.
+    let other = common::connect(p.schema()).await;
+    let none = other
+        .fetch_orchestration_item(LOCK, Duration::ZERO)
+        .await
+        .expect("fetch");
+    assert!(none.is_none(), "locked for the stocked turn");
+    p.ack_orchestration_item(
+        &turn.lock_token,
+        TurnAck {
+            execution_id: turn.instance.current_execution_id,
+            ..TurnAck::default()
+        },
+    )
+    .await
+    .expect("the stocked turn acks");
+}
+
+#[tokio::test]
+async fn a_stocked_turn_nobody_takes_goes_back() {
+    let schemas = common::Schemas::default();
+    let p = schemas.provider().await;
+    let other = common::connect(p.schema()).await;
+    for (instance, stop_fetching) in [("kept", false), ("stopped", true)] {
+        let activity = activity_of_a_running_instance(&p, instance).await;
+        p.ack_work_item(&activity.lock_token, Some(event(instance)))
+            .await
+            .expect("ack work");
+        let started = Instant::now();
+        if stop_fetching {
+            // What the runtime calls when it stops: the stock goes back at once.
+            p.wake_all();
+        }
+        let turn = other
+            .fetch_orchestration_item(LOCK, Duration::from_secs(20))
+            .await
+            .expect("fetch")
+            .expect("handed back, fetchable by another process");
+        assert_eq!(turn.instance_id, instance);
+        assert_eq!(turn.messages.len(), 1, "the completion");
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_secs(10),
+            "handed back well before its lease ran out"
+        );
+        other
+            .ack_orchestration_item(
+                &turn.lock_token,
+                TurnAck {
+                    execution_id: turn.instance.current_execution_id,
+                    ..TurnAck::default()
+                },
+            )
+            .await
+            .expect("ack");
+    }
 }
 
 /// Awaits all `futures`, polling them together on this task (a minimal `join_all`).
