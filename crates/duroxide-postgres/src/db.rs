@@ -19,14 +19,15 @@ pub(crate) struct Statements {
     pub(crate) create_instance: String,
     pub(crate) enqueue_message: String,
     pub(crate) fetch_orchestration_items: String,
-    pub(crate) ack_orchestration_item: String,
-    pub(crate) ack_orchestration_item_leasing: String,
+    pub(crate) ack_turn: String,
     pub(crate) abandon_orchestration_item: String,
+    pub(crate) release_orchestration_item: String,
     pub(crate) renew_orchestration_item: String,
     pub(crate) fetch_work_items: String,
     pub(crate) ack_work_item: String,
-    pub(crate) ack_work_item_leasing: String,
+    pub(crate) complete_work_item: String,
     pub(crate) abandon_work_item: String,
+    pub(crate) release_work_item: String,
     pub(crate) renew_work_item: String,
     pub(crate) renew_sessions: String,
     pub(crate) release_session: String,
@@ -49,20 +50,26 @@ impl Statements {
                  WHERE EXISTS (SELECT 1 FROM __schema__.instances WHERE instance_id = $1 FOR KEY SHARE)",
             ),
             fetch_orchestration_items: call("fetch_orchestration_items", 3),
-            ack_orchestration_item: call("ack_orchestration_item", 34),
-            ack_orchestration_item_leasing: call("ack_orchestration_item_leasing", 40),
+            ack_turn: call("ack_turn", 40),
             abandon_orchestration_item: call("abandon_orchestration_item", 3),
+            release_orchestration_item: call("release_orchestration_item", 2),
             renew_orchestration_item: schema.render(
                 "UPDATE __schema__.instances SET locked_until_ms = __schema__.now_ms() + $3
                  WHERE instance_id = $1 AND lock_token = $2 AND locked_until_ms > __schema__.now_ms()",
             ),
             fetch_work_items: call("fetch_work_items", 9),
             ack_work_item: call("ack_work_item", 9),
-            ack_work_item_leasing: call("ack_work_item_leasing", 11),
+            complete_work_item: call("complete_work_item", 6),
             abandon_work_item: schema.render(
                 "UPDATE __schema__.worker_queue
                  SET lock_token = NULL, locked_until_ms = NULL,
                      visible_at_ms = greatest(visible_at_ms, __schema__.now_ms() + $3)
+                 WHERE id = $1 AND lock_token = $2 AND locked_until_ms > __schema__.now_ms()",
+            ),
+            // A hand-back (see `handoff`): fetchable again at once, and not an attempt.
+            release_work_item: schema.render(
+                "UPDATE __schema__.worker_queue
+                 SET lock_token = NULL, locked_until_ms = NULL, attempt = greatest(attempt - 1, 0)
                  WHERE id = $1 AND lock_token = $2 AND locked_until_ms > __schema__.now_ms()",
             ),
             renew_work_item: schema.render(

@@ -36,10 +36,15 @@ const MIGRATIONS: &[Migration] = &[
         description: "fetches that lease several items in one call",
         sql: include_str!("migrations/0003_batched_fetches.sql"),
     },
+    Migration {
+        version: 4,
+        description: "one flat function for an activity's plain completion; hand-backs that are not attempts",
+        sql: include_str!("migrations/0004_plain_completions.sql"),
+    },
 ];
 
 /// The schema version this build creates and understands.
-pub const LATEST_VERSION: i64 = 3;
+pub const LATEST_VERSION: i64 = 4;
 
 /// The table that records applied migrations. Prefixed so it cannot collide with an application's
 /// own `schema_migrations` table when the schema is shared.

@@ -192,6 +192,21 @@ pub(crate) async fn abandon(db: &Db, token: &str, delay: Option<Duration>) -> Re
     }
 }
 
+/// Hands back an instance locked for a fetch that went away (see `handoff`): fetchable again at
+/// once, and the claim's attempt taken back.
+pub(crate) async fn release(db: &Db, token: &str) -> Result<(), ProviderError> {
+    const OP: &str = "release_orchestration_item";
+    let (secret, instance_id) = lock_token::parse(token).ok_or_else(|| lock_lost(OP))?;
+    let row = db
+        .query_one(OP, &db.sql.release_orchestration_item, &[&instance_id, &secret])
+        .await?;
+    if get::<bool>(OP, &row, 0)? {
+        Ok(())
+    } else {
+        Err(lock_lost(OP))
+    }
+}
+
 /// `Provider::renew_orchestration_item_lock`.
 pub(crate) async fn renew(db: &Db, token: &str, extend_by: Duration) -> Result<(), ProviderError> {
     const OP: &str = "renew_orchestration_item_lock";

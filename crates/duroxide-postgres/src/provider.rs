@@ -226,14 +226,14 @@ impl PostgresProvider {
     /// Hands back a leased work item nobody will run (its fetch went away): fetchable again at once.
     fn release_work(&self, lease: WorkItemLease) {
         self.hand_back(Queue::Worker, move |provider| async move {
-            worker_queue::abandon(provider.db(), &lease.lock_token, None).await
+            worker_queue::release(provider.db(), &lease.lock_token).await
         });
     }
 
     /// Hands back a locked instance nobody will run a turn of (its fetch went away).
     fn release_turn(&self, item: OrchestrationItem) {
         self.hand_back(Queue::Orchestrator, move |provider| async move {
-            orchestrator_queue::abandon(provider.db(), &item.lock_token, None).await
+            orchestrator_queue::release(provider.db(), &item.lock_token).await
         });
     }
 
@@ -564,9 +564,7 @@ impl Provider for PostgresProvider {
         // no turn of it runs, or else the stock, when fetches run and it has room (see `handoff`).
         // Only plain messages for an existing instance qualify.
         let handoffs = &self.inner.turn_handoffs;
-        let handable = completion
-            .as_ref()
-            .is_some_and(|m| m.creates.is_none() && m.visible_at_ms.is_none());
+        let handable = completion.as_ref().is_some_and(worker_queue::is_plain);
         let (takers, lock) = if handable {
             handoffs.reserve(1)
         } else {

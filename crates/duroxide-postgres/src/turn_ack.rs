@@ -277,37 +277,34 @@ pub(crate) async fn ack(
         Box::new(cancel_events),
     ]);
 
+    // Without a lease the lease columns are empty (one statement either way).
     let lease_secret = lock_token::new_secret();
     let leasing = !leased.is_empty();
-    let statement = match lease {
-        Some(l) if leasing => {
-            params.extend([
-                Box::new(lease_secret) as Param,
-                Box::new(rows::duration_ms(l.lock)),
-                Box::new(
-                    leased
-                        .iter()
-                        .map(|w| w.activity.instance_id.clone())
-                        .collect::<Vec<_>>(),
-                ),
-                Box::new(
-                    leased
-                        .iter()
-                        .map(|w| to_i64(OP, "worker item execution id", w.activity.execution_id))
-                        .collect::<Result<Vec<_>, _>>()?,
-                ),
-                Box::new(
-                    leased
-                        .iter()
-                        .map(|w| to_i64(OP, "worker item event id", w.activity.event_id))
-                        .collect::<Result<Vec<_>, _>>()?,
-                ),
-                Box::new(leased.iter().map(|w| w.payload.clone()).collect::<Vec<_>>()),
-            ]);
-            &db.sql.ack_orchestration_item_leasing
-        }
-        _ => &db.sql.ack_orchestration_item,
-    };
+    let lock_ms = lease.filter(|_| leasing).map(|l| rows::duration_ms(l.lock));
+    params.extend([
+        Box::new(lock_ms.map(|_| lease_secret)) as Param,
+        Box::new(lock_ms),
+        Box::new(
+            leased
+                .iter()
+                .map(|w| w.activity.instance_id.clone())
+                .collect::<Vec<_>>(),
+        ),
+        Box::new(
+            leased
+                .iter()
+                .map(|w| to_i64(OP, "worker item execution id", w.activity.execution_id))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Box::new(
+            leased
+                .iter()
+                .map(|w| to_i64(OP, "worker item event id", w.activity.event_id))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Box::new(leased.iter().map(|w| w.payload.clone()).collect::<Vec<_>>()),
+    ]);
+    let statement = &db.sql.ack_turn;
     let row = db
         .commit_query(OP, statement, params, sent, |err| {
             refused_ack(err, instance_id, ack.execution_id)
@@ -322,11 +319,7 @@ pub(crate) async fn ack(
                 worker: count(get(OP, &row, 3)?),
                 unknown: false,
             };
-            let ids: Vec<i64> = if leasing {
-                get::<Option<Vec<i64>>>(OP, &row, 4)?.unwrap_or_default()
-            } else {
-                Vec::new()
-            };
+            let ids: Vec<i64> = get::<Option<Vec<i64>>>(OP, &row, 4)?.unwrap_or_default();
             let leases = ids
                 .into_iter()
                 .zip(leased)

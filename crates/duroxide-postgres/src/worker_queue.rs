@@ -147,9 +147,15 @@ pub(crate) struct WorkAcked {
     pub(crate) turn: Option<OrchestrationItem>,
 }
 
-/// `Provider::ack_work_item`. `sent`: see `batch`. With `lease`, also locks the instance the
-/// completion goes to for that long, when no turn of it runs, and returns it as a fetch would (see
-/// `handoff`).
+/// Whether `completion` is a plain message for an existing instance (no creation, no delay), as an
+/// activity's completion nearly always is: such an ack takes the flat path, and only it may lease.
+pub(crate) fn is_plain(completion: &NewMessage) -> bool {
+    completion.creates.is_none() && completion.visible_at_ms.is_none()
+}
+
+/// `Provider::ack_work_item`. `sent`: see `batch`. With `lease` (for a plain completion only), also
+/// locks the instance the completion goes to for that long, when no turn of it runs, and returns it
+/// as a fetch would (see `handoff`).
 pub(crate) async fn ack(
     db: &Db,
     token: &str,
@@ -159,16 +165,28 @@ pub(crate) async fn ack(
 ) -> Result<WorkAcked, ProviderError> {
     const OP: &str = "ack_work_item";
     let (id, secret) = parse_token(OP, token)?;
-    let messages = MessageColumns::new(completion);
     let mut params: Vec<Param> = vec![Box::new(id), Box::new(secret)];
-    params.extend(messages.params());
     let lease_secret = lock_token::new_secret();
-    let (statement, outcome_column) = match lease {
-        Some(lock) => {
-            params.extend([Box::new(lease_secret) as Param, Box::new(rows::duration_ms(lock))]);
-            (&db.sql.ack_work_item_leasing, 19)
+    let (statement, outcome_column) = match completion.filter(|c| is_plain(c)) {
+        Some(plain) => {
+            params.extend([
+                Box::new(plain.instance_id.clone()) as Param,
+                Box::new(plain.payload.clone()),
+                Box::new(lease.map(|_| lease_secret)),
+                Box::new(lease.map(rows::duration_ms)),
+            ]);
+            (&db.sql.complete_work_item, 19)
         }
-        None => (&db.sql.ack_work_item, 0),
+        None if lease.is_some() => {
+            return Err(ProviderError::permanent(
+                OP,
+                "only a plain completion can lease its instance (a bug in the provider)",
+            ))
+        }
+        None => {
+            params.extend(MessageColumns::new(completion).params());
+            (&db.sql.ack_work_item, 0)
+        }
     };
     let rows = db
         .commit_query(OP, statement, params, sent, crate::error::sql_err(OP))
@@ -197,6 +215,18 @@ pub(crate) async fn abandon(db: &Db, token: &str, delay: Option<Duration>) -> Re
     let released = db
         .execute(OP, &db.sql.abandon_work_item, &[&id, &secret, &delay_ms])
         .await?;
+    if released == 0 {
+        return Err(lock_lost(OP));
+    }
+    Ok(())
+}
+
+/// Hands back a work item leased for a fetch that went away (see `handoff`): fetchable again at
+/// once, and the lease's attempt taken back.
+pub(crate) async fn release(db: &Db, token: &str) -> Result<(), ProviderError> {
+    const OP: &str = "release_work_item";
+    let (id, secret) = parse_token(OP, token)?;
+    let released = db.execute(OP, &db.sql.release_work_item, &[&id, &secret]).await?;
     if released == 0 {
         return Err(lock_lost(OP));
     }

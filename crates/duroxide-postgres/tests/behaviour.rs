@@ -576,6 +576,7 @@ async fn a_stocked_turn_nobody_takes_goes_back() {
             .expect("handed back, fetchable by another process");
         assert_eq!(turn.instance_id, instance);
         assert_eq!(turn.messages.len(), 1, "the completion");
+        assert_eq!(turn.attempt, 1, "the hand-back was not an attempt");
         let waited = started.elapsed();
         assert!(
             waited < Duration::from_secs(10),
