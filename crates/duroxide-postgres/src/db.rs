@@ -17,6 +17,7 @@ use crate::schema::Schema;
 #[derive(Debug)]
 pub(crate) struct Statements {
     pub(crate) create_instance: String,
+    pub(crate) create_instance_leasing: String,
     pub(crate) enqueue_message: String,
     pub(crate) fetch_orchestration_items: String,
     pub(crate) ack_turn: String,
@@ -44,6 +45,7 @@ impl Statements {
         };
         Statements {
             create_instance: call("create_instance", 6),
+            create_instance_leasing: call("create_instance_leasing", 7),
             enqueue_message: schema.render(
                 "INSERT INTO __schema__.orchestrator_queue (instance_id, payload, visible_at_ms)
                  SELECT $1, $2, coalesce($3, __schema__.now_ms())

@@ -1,7 +1,7 @@
 //! Items handed straight to waiting fetches: an ack that makes work for this process stores it
 //! already leased to one of its idle fetches, which then needs no query. A turn's ack leases the work
 //! items it schedules to idle worker fetches; an activity's ack leases the instance its completion
-//! goes to (when no turn of it runs) to an idle orchestration fetch.
+//! goes to (when no turn of it runs) to an idle orchestration fetch, and a create its new instance.
 //!
 //! A chain of activities otherwise costs, per step, a fetch query right after the ack that made the
 //! work (a round trip and the database function's work, most of it looking for what the provider just
@@ -11,11 +11,14 @@
 //! fetch or, when the fetch went away meanwhile (its poll ended, it found an item of its own), is
 //! handed back at once (`release`), so a lease is never left to run out unused.
 //!
-//! Under load no fetch is idle: each finds queued work at once. An ack then leases its item anyway,
-//! into a small stock that the next fetch takes from before it looks (`take_stocked`). The stock
-//! holds at most as many items as this object has had fetches at once (about the runtime's slots),
-//! is filled only while fetches are running, and an item nobody takes soon goes back (the caller
-//! times it), so stocked work waits about one turn, never a lease.
+//! Under load no fetch is idle: each finds queued work at once. An ack (or a create) then leases its
+//! item anyway, into a small stock that the next fetch takes from before it looks (`take_stocked`),
+//! and a fetch query leases a few more queued items for the stock. The stock holds at most as many
+//! items as this object has had fetches at once (about the runtime's slots), is filled only while
+//! fetches run, and an item nobody takes within [`stock_ttl`] goes back (the caller times it), so
+//! stocked work waits about one turn, never a lease. A stocked item is leased for that much longer
+//! ([`stock_lease`]): whoever takes it still holds it a whole lock timeout from its fetch on, as the
+//! provider contract promises.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -81,6 +84,20 @@ impl<T> Waiter<T> {
     }
 }
 
+/// Longest a stocked item waits for a fetch (see [`stock_ttl`]).
+const STOCK_TTL: Duration = Duration::from_millis(500);
+
+/// How long an item stocked for fetches with `lock_timeout` may wait: [`STOCK_TTL`], at most half
+/// the lock timeout.
+pub(crate) fn stock_ttl(lock_timeout: Duration) -> Duration {
+    STOCK_TTL.min(lock_timeout / 2)
+}
+
+/// What an item for the stock is leased for: the fetch's lock timeout plus the longest it may wait.
+pub(crate) fn stock_lease(lock_timeout: Duration) -> Duration {
+    lock_timeout + stock_ttl(lock_timeout)
+}
+
 /// Fetches stop being counted as running this long after the last one ended: the stock fills only
 /// while a consumer of this object fetches (not after its runtime stopped).
 const FETCHING_GRACE: Duration = Duration::from_secs(1);
@@ -90,6 +107,8 @@ const FETCHING_GRACE: Duration = Duration::from_secs(1);
 struct Stocked<T> {
     id: u64,
     lock_timeout: Duration,
+    /// No later than the lease began (taken before the statement that leased it was sent).
+    leased_from: Instant,
     item: T,
 }
 
@@ -194,14 +213,25 @@ impl<T> Handoffs<T> {
         Some(stock.lock_timeout)
     }
 
+    /// Promises a fetch query up to `max` places in the stock, for items it leases beyond what its
+    /// looks need (when fetches run): how many.
+    pub(crate) fn reserve_stock_places(&self, max: usize) -> usize {
+        let mut places = 0;
+        while places < max && self.reserve_stock().is_some() {
+            places += 1;
+        }
+        places
+    }
+
     /// Gives back a place the ack did not fill.
     pub(crate) fn unreserve_stock(&self) {
         let mut stock = self.stock();
         stock.promised = stock.promised.saturating_sub(1);
     }
 
-    /// Fills a promised place; the id names the item for [`take_unwanted`](Self::take_unwanted).
-    pub(crate) fn stock_item(&self, item: T, lock_timeout: Duration) -> u64 {
+    /// Fills a promised place with an item leased for [`stock_lease`]`(lock_timeout)` from no earlier
+    /// than `leased_from`; the id names the item for [`take_unwanted`](Self::take_unwanted).
+    pub(crate) fn stock_item(&self, item: T, lock_timeout: Duration, leased_from: Instant) -> u64 {
         let mut stock = self.stock();
         stock.promised = stock.promised.saturating_sub(1);
         let id = stock.next_id;
@@ -209,15 +239,19 @@ impl<T> Handoffs<T> {
         stock.items.push_back(Stocked {
             id,
             lock_timeout,
+            leased_from,
             item,
         });
         id
     }
 
-    /// The oldest stocked item leased for `lock_timeout`, for a fetch.
+    /// The oldest stocked item for fetches with `lock_timeout` that has not waited too long (it still
+    /// has a whole lock timeout of its lease left), for a fetch.
     pub(crate) fn take_stocked(&self, lock_timeout: Duration) -> Option<T> {
         let mut stock = self.stock();
-        let at = stock.items.iter().position(|s| s.lock_timeout == lock_timeout)?;
+        let at = stock.items.iter().position(|s| {
+            s.lock_timeout == lock_timeout && s.leased_from.elapsed() < stock_ttl(lock_timeout)
+        })?;
         let taken = stock.items.remove(at).map(|s| s.item);
         drop(stock);
         self.handed.fetch_add(1, Ordering::Relaxed);
@@ -333,11 +367,11 @@ mod tests {
         assert_eq!(handoffs.reserve_stock(), Some(ms(1000)));
         assert_eq!(handoffs.reserve_stock(), Some(ms(1000)));
         assert_eq!(handoffs.reserve_stock(), None, "full");
-        let first = handoffs.stock_item(10, ms(1000));
+        let first = handoffs.stock_item(10, ms(1000), Instant::now());
         assert_eq!(handoffs.reserve_stock(), None, "one stocked, one promised");
         handoffs.unreserve_stock();
         assert!(handoffs.reserve_stock().is_some(), "a place given back");
-        let second = handoffs.stock_item(11, ms(2000));
+        let second = handoffs.stock_item(11, ms(2000), Instant::now());
         // A fetch takes the oldest item leased for its lock timeout.
         assert_eq!(handoffs.take_stocked(ms(2000)), Some(11));
         assert_eq!(handoffs.take_stocked(ms(2000)), None);
@@ -359,8 +393,15 @@ mod tests {
         let (_b, _b_rx) = handoffs.register(ms(1000));
         assert!(handoffs.reserve_stock().is_some());
         handoffs.unreserve_stock();
-        let _ = handoffs.stock_item(1, ms(1000));
-        assert_eq!(handoffs.take_all_stocked(), vec![1]);
+        let _ = handoffs.stock_item(1, ms(1000), Instant::now());
+        // An item that waited too long is not handed out (it goes back).
+        let late = Instant::now() - stock_ttl(ms(1000));
+        let old = handoffs.stock_item(2, ms(1000), late);
+        assert_eq!(handoffs.take_stocked(ms(1000)), Some(1));
+        assert_eq!(handoffs.take_stocked(ms(1000)), None, "too old");
+        assert_eq!(handoffs.take_unwanted(old), Some(2));
+        let _ = handoffs.stock_item(3, ms(1000), Instant::now());
+        assert_eq!(handoffs.take_all_stocked(), vec![3]);
     }
 
     #[tokio::test]

@@ -23,10 +23,11 @@
 //!   fetches stores it already leased to them, and they get it when the ack commits instead of
 //!   querying for it: a turn's ack leases its untagged, session-less work items to idle worker
 //!   fetches, and an activity's ack locks the instance its completion goes to (when no turn of it
-//!   runs) for an idle orchestration fetch. Under load, when no fetch is idle, the activity's ack
-//!   locks it anyway for a small stock that the next orchestration fetch takes before it looks (as
-//!   many items as there were fetches at once, filled only while fetches run, handed back after half
-//!   a second or when the runtime stops). Work whose fetch went away is handed back at once, and a
+//!   runs) for an idle orchestration fetch, as a create does with its new instance (a client that
+//!   shares the provider object with a runtime). Under load, when no fetch is idle, these lock it
+//!   anyway for a small stock that the next orchestration fetch takes before it looks (as many items
+//!   as there were fetches at once, filled only while fetches run, handed back after half a second
+//!   or when the runtime stops), and a fetch query leases a few more queued instances for it. Work whose fetch went away is handed back at once, and a
 //!   hand-back does not count as an attempt. [`ProviderStats::work_items_handed`] and
 //!   [`ProviderStats::turns_handed`] count what was handed.
 //! * **Flat functions on the hot path.** A turn's ack and an activity's plain completion are each

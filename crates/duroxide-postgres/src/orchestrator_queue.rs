@@ -17,7 +17,13 @@ use crate::mux::Conn;
 use crate::rows::{self, get, to_u32, to_u64};
 
 /// `Provider::create_instance`. Returns whether the instance was created.
-pub(crate) async fn create_instance(db: &Db, message: &NewMessage) -> Result<bool, ProviderError> {
+/// `Provider::create_instance`: whether the instance was created. With `lease` (for a message
+/// visible at once), the new instance is locked that long and returned as a fetch would.
+pub(crate) async fn create_instance(
+    db: &Db,
+    message: &NewMessage,
+    lease: Option<Duration>,
+) -> Result<(bool, Option<OrchestrationItem>), ProviderError> {
     const OP: &str = "create_instance";
     let Some(creation) = &message.creates else {
         return Err(ProviderError::invalid_input(
@@ -27,21 +33,43 @@ pub(crate) async fn create_instance(db: &Db, message: &NewMessage) -> Result<boo
     };
     validate_instance_id(&message.instance_id).map_err(|reason| ProviderError::invalid_input(OP, reason))?;
     let visible_at = message.visible_at_ms.map(rows::time_to_i64);
+    let Some(lock) = lease.filter(|_| visible_at.is_none()) else {
+        let row = db
+            .query_one(
+                OP,
+                &db.sql.create_instance,
+                &[
+                    &message.instance_id,
+                    &creation.name,
+                    &creation.version,
+                    &creation.parent_instance_id,
+                    &message.payload,
+                    &visible_at,
+                ],
+            )
+            .await?;
+        return Ok((get(OP, &row, 0)?, None));
+    };
+    let secret = lock_token::new_secret();
     let row = db
         .query_one(
             OP,
-            &db.sql.create_instance,
+            &db.sql.create_instance_leasing,
             &[
                 &message.instance_id,
                 &creation.name,
                 &creation.version,
                 &creation.parent_instance_id,
                 &message.payload,
-                &visible_at,
+                &secret,
+                &rows::duration_ms(lock),
             ],
         )
         .await?;
-    get(OP, &row, 0)
+    if get::<Option<String>>(OP, &row, 0)?.is_none() {
+        return Ok((false, None));
+    }
+    Ok((true, Some(decode_item(OP, &row, secret)?)))
 }
 
 /// `Provider::enqueue_message`: refused with `NotFound` when the instance does not exist.

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use duroxide_core::provider::{
@@ -14,11 +14,11 @@ use duroxide_core::provider::{
 use tokio::sync::oneshot;
 
 use crate::batch::{Committer, Sent};
-use crate::coalesce::{Coalescer, Fetch, Release};
+use crate::coalesce::{Batch, Coalescer, Fetch, Release};
 use crate::connection::Target;
 use crate::db::Db;
 use crate::error::ConnectError;
-use crate::handoff::{Handoffs, Waiter};
+use crate::handoff::{self, Handoffs, Waiter};
 use crate::listener::Listener;
 use crate::maintenance::{self, Maintenance};
 use crate::mux::Conn;
@@ -33,9 +33,8 @@ use crate::{
 /// The key of the one orchestrator fetch request there is (orchestrator fetches have no filter).
 const ORCHESTRATOR_KEY: &str = "orchestrator";
 
-/// How long a stocked turn waits for a fetch before it is handed back (see `handoff`). Under load
-/// the next fetch takes it within a turn or two.
-const STOCK_TTL: Duration = Duration::from_millis(500);
+/// Most instances a fetch query leases beyond its looks, for the stock.
+const MAX_PREFETCH: usize = 4;
 
 /// How to connect, beyond the URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,21 +236,95 @@ impl PostgresProvider {
         });
     }
 
-    /// Puts a turn an activity's ack locked for no fetch in particular into the stock (see
-    /// `handoff`), wakes a fetch for it, and hands it back if no fetch took it after [`STOCK_TTL`]
-    /// (bounded by half its lease).
-    fn stock_turn(&self, turn: OrchestrationItem, lock_timeout: Duration) {
-        let id = self.inner.turn_handoffs.stock_item(turn, lock_timeout);
-        self.inner
-            .wakeups
-            .work_arrived(Queue::Orchestrator, Wake::Some(1));
-        let provider = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(STOCK_TTL.min(lock_timeout / 2)).await;
-            if let Some(turn) = provider.inner.turn_handoffs.take_unwanted(id) {
-                provider.release_turn(turn);
+    /// One orchestration fetch query for `looks` waiting looks. It also leases as many more
+    /// instances as the stock has places for, which go there: when instances queue up, one query
+    /// serves the next few fetches too.
+    async fn fetch_turns(
+        &self,
+        lock_timeout: Duration,
+        via: Option<Arc<Conn>>,
+        looks: usize,
+    ) -> Result<Batch<OrchestrationItem>, ProviderError> {
+        let handoffs = &self.inner.turn_handoffs;
+        let places = handoffs.reserve_stock_places(MAX_PREFETCH);
+        let leased_from = Instant::now();
+        // Every item of a query has one lease; with places, long enough for the stock.
+        let lease = if places > 0 {
+            handoff::stock_lease(lock_timeout)
+        } else {
+            lock_timeout
+        };
+        let fetched = orchestrator_queue::fetch(self.db(), lease, via, looks + places).await;
+        let mut batch = match fetched {
+            Ok(batch) => batch,
+            Err(err) => {
+                (0..places).for_each(|_| handoffs.unreserve_stock());
+                return Err(err);
             }
-        });
+        };
+        let extra = batch.items.split_off(looks.min(batch.items.len()));
+        (extra.len()..places).for_each(|_| handoffs.unreserve_stock());
+        for turn in extra {
+            let taker = TurnTaker {
+                waiter: None,
+                lock: lock_timeout,
+                leased_from,
+            };
+            self.hand_turn(taker, turn);
+        }
+        Ok(batch)
+    }
+
+    /// Who will get a turn an operation is about to lock: an idle orchestration fetch of this object,
+    /// or else a place in the stock (see `handoff`); `None` when neither is free.
+    fn reserve_turn_taker(&self) -> Option<TurnTaker> {
+        let handoffs = &self.inner.turn_handoffs;
+        let leased_from = Instant::now();
+        let (takers, lock) = handoffs.reserve(1);
+        match takers.into_iter().next() {
+            Some(waiter) => Some(TurnTaker {
+                waiter: Some(waiter),
+                lock,
+                leased_from,
+            }),
+            None => handoffs.reserve_stock().map(|lock| TurnTaker {
+                waiter: None,
+                lock,
+                leased_from,
+            }),
+        }
+    }
+
+    /// The operation locked nothing after all.
+    fn give_back_turn_taker(&self, taker: TurnTaker) {
+        match taker.waiter {
+            Some(waiter) => waiter.unreserve(),
+            None => self.inner.turn_handoffs.unreserve_stock(),
+        }
+    }
+
+    /// Gives a locked turn to its taker. A stocked turn wakes a fetch for it and goes back if no
+    /// fetch took it in time (`handoff::stock_ttl`).
+    fn hand_turn(&self, taker: TurnTaker, turn: OrchestrationItem) {
+        let handoffs = &self.inner.turn_handoffs;
+        let Some(waiter) = taker.waiter else {
+            let id = handoffs.stock_item(turn, taker.lock, taker.leased_from);
+            self.inner
+                .wakeups
+                .work_arrived(Queue::Orchestrator, Wake::Some(1));
+            let provider = self.clone();
+            let expires = taker.leased_from + handoff::stock_ttl(taker.lock);
+            tokio::spawn(async move {
+                tokio::time::sleep_until(expires.into()).await;
+                if let Some(turn) = provider.inner.turn_handoffs.take_unwanted(id) {
+                    provider.release_turn(turn);
+                }
+            });
+            return;
+        };
+        if let Some(turn) = handoffs.deliver(&waiter, turn) {
+            self.release_turn(turn);
+        }
     }
 
     /// Runs `abandon` in the background; once it handed the item back, fetches hear of it.
@@ -381,6 +454,26 @@ impl PostgresProvider {
     }
 }
 
+/// Who gets a turn an operation locks (see `PostgresProvider::reserve_turn_taker`).
+struct TurnTaker {
+    /// An idle fetch; `None`: the stock.
+    waiter: Option<Arc<Waiter<OrchestrationItem>>>,
+    /// The fetches' lock timeout.
+    lock: Duration,
+    /// Taken before the statement that locks the turn is sent.
+    leased_from: Instant,
+}
+
+impl TurnTaker {
+    /// What to lock the turn for: a stocked turn may wait a while before a fetch takes it.
+    fn lease(&self) -> Duration {
+        match self.waiter {
+            Some(_) => self.lock,
+            None => handoff::stock_lease(self.lock),
+        }
+    }
+}
+
 /// A fetch registered for handed items (see `handoff`); when it ends, it stops waiting there, and an
 /// item handed to it that it did not take goes back.
 struct Registration<'a, T> {
@@ -403,9 +496,33 @@ impl<T> Drop for Registration<'_, T> {
 #[async_trait]
 impl Provider for PostgresProvider {
     async fn create_instance(&self, message: NewMessage) -> Result<bool, ProviderError> {
-        let created = orchestrator_queue::create_instance(self.db(), &message).await?;
-        if created {
-            self.announce(Queue::Orchestrator, Wake::Some(1));
+        // A client sharing this object with a runtime: the new instance goes locked to an idle
+        // orchestration fetch or the stock (see `handoff`), unless it starts later.
+        let taker = message
+            .visible_at_ms
+            .is_none()
+            .then(|| self.reserve_turn_taker())
+            .flatten();
+        let lease = taker.as_ref().map(TurnTaker::lease);
+        let (created, turn) = match orchestrator_queue::create_instance(self.db(), &message, lease).await {
+            Ok(done) => done,
+            Err(err) => {
+                if let Some(taker) = taker {
+                    self.give_back_turn_taker(taker);
+                }
+                return Err(err);
+            }
+        };
+        match (turn, taker) {
+            (Some(turn), Some(taker)) => self.hand_turn(taker, turn),
+            (_, taker) => {
+                if let Some(taker) = taker {
+                    self.give_back_turn_taker(taker);
+                }
+                if created {
+                    self.announce(Queue::Orchestrator, Wake::Some(1));
+                }
+            }
         }
         Ok(created)
     }
@@ -425,9 +542,7 @@ impl Provider for PostgresProvider {
             let provider = self.clone();
             Arc::new(move |via, max| {
                 let provider = provider.clone();
-                Box::pin(
-                    async move { orchestrator_queue::fetch(provider.db(), lock_timeout, via, max).await },
-                )
+                Box::pin(async move { provider.fetch_turns(lock_timeout, via, max).await })
             })
         };
         let release: Release<OrchestrationItem> = {
@@ -560,55 +675,33 @@ impl Provider for PostgresProvider {
         lock_token: &str,
         completion: Option<NewMessage>,
     ) -> Result<(), ProviderError> {
-        // An idle orchestration fetch of this object gets the instance the completion goes to, when
-        // no turn of it runs, or else the stock, when fetches run and it has room (see `handoff`).
-        // Only plain messages for an existing instance qualify.
-        let handoffs = &self.inner.turn_handoffs;
-        let handable = completion.as_ref().is_some_and(worker_queue::is_plain);
-        let (takers, lock) = if handable {
-            handoffs.reserve(1)
-        } else {
-            (Vec::new(), Duration::ZERO)
-        };
-        let taker = takers.into_iter().next();
-        let stock_lock = if handable && taker.is_none() {
-            handoffs.reserve_stock()
-        } else {
-            None
-        };
-        let lease = taker.as_ref().map(|_| lock).or(stock_lock);
-        let give_back = |taker: Option<Arc<Waiter<OrchestrationItem>>>| {
-            if let Some(taker) = taker {
-                taker.unreserve();
-            }
-            if stock_lock.is_some() {
-                handoffs.unreserve_stock();
-            }
-        };
+        // An idle orchestration fetch of this object (or the stock) gets the instance the completion
+        // goes to, when no turn of it runs (see `handoff`). Only plain messages qualify.
+        let taker = completion
+            .as_ref()
+            .filter(|c| worker_queue::is_plain(c))
+            .and_then(|_| self.reserve_turn_taker());
         // When leasing, local fetches hear of the completion only if the ack could not lock the
         // instance (a turn of it runs, or a fetch holds it for a moment): they would find it locked.
-        let sent = (completion.is_some() && lease.is_none()).then(|| self.announce_when_sent(1, 0));
+        let sent = (completion.is_some() && taker.is_none()).then(|| self.announce_when_sent(1, 0));
+        let lease = taker.as_ref().map(TurnTaker::lease);
         let acked = match worker_queue::ack(self.db(), lock_token, completion.as_ref(), sent, lease).await {
             Ok(acked) => acked,
             Err(err) => {
-                give_back(taker);
+                if let Some(taker) = taker {
+                    self.give_back_turn_taker(taker);
+                }
                 return Err(err);
             }
         };
         self.deleted(1);
-        match (acked.turn, taker, stock_lock) {
-            // The instance was locked for the taker or the stock (a lease is asked for only then).
-            (Some(turn), Some(taker), _) => {
-                if let Some(turn) = handoffs.deliver(&taker, turn) {
-                    self.release_turn(turn);
-                }
-            }
-            (Some(turn), None, Some(lock)) => self.stock_turn(turn, lock),
-            (_, taker, _) => {
-                if lease.is_some() {
+        match (acked.turn, taker) {
+            (Some(turn), Some(taker)) => self.hand_turn(taker, turn),
+            (_, taker) => {
+                if let Some(taker) = taker {
                     // A turn of the instance runs (or a fetch held it a moment): local fetches were
                     // not told when the ack was sent.
-                    give_back(taker);
+                    self.give_back_turn_taker(taker);
                     if acked.enqueued {
                         self.inner
                             .wakeups

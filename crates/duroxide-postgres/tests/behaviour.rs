@@ -110,12 +110,16 @@ async fn fetches_and_acks_are_one_round_trip_each() {
     // One connection of each kind, so that after a warm-up every statement is prepared on each. (A
     // fetch woken by an ack runs on the ack's connection, so warming up takes two rounds.)
     let p = schemas.single_connection_provider().await;
+    // Instances are created by a client of their own (one in the runtime's process would hand the
+    // new instance to the runtime, and the fetch would need no query).
+    let client = common::connect(p.schema()).await;
     let mut trips = Vec::new();
     for round in 0..3 {
         let id = format!("i{round}");
-        let before = p.stats().round_trips;
-        p.create_instance(common::start(&id)).await.expect("create");
-        let created = p.stats().round_trips;
+        let before = client.stats().round_trips;
+        client.create_instance(common::start(&id)).await.expect("create");
+        let created = client.stats().round_trips;
+        let fetch_before = p.stats().round_trips;
         let item = fetch(&p).await;
         let fetched = p.stats().round_trips;
         p.ack_orchestration_item(&item.lock_token, first_turn(&item, 3, vec![work_item(&id, 2)]))
@@ -147,7 +151,7 @@ async fn fetches_and_acks_are_one_round_trip_each() {
         .expect("ack the completion's turn");
         trips = vec![
             created - before,
-            fetched - created,
+            fetched - fetch_before,
             acked - fetched,
             work_fetched - acked,
             work_acked - work_fetched,
@@ -552,6 +556,73 @@ async fn a_busy_runtime_s_next_fetch_takes_the_instance_an_activity_completed() 
     )
     .await
     .expect("the stocked turn acks");
+}
+
+#[tokio::test]
+async fn a_client_sharing_the_runtime_s_provider_hands_it_the_new_instance() {
+    let schemas = common::Schemas::default();
+    let p = schemas.single_connection_provider().await;
+    // The runtime's orchestration fetch runs (and finds nothing).
+    let none = p
+        .fetch_orchestration_item(LOCK, Duration::ZERO)
+        .await
+        .expect("fetch");
+    assert!(none.is_none());
+    assert!(p.create_instance(common::start("i")).await.expect("create"));
+    let before = p.stats().round_trips;
+    let turn = p
+        .fetch_orchestration_item(LOCK, Duration::ZERO)
+        .await
+        .expect("fetch")
+        .expect("the new instance");
+    assert_eq!(
+        p.stats().round_trips,
+        before,
+        "handed over by the create, no query"
+    );
+    assert_eq!(turn.instance_id, "i");
+    assert_eq!(turn.attempt, 1);
+    assert_eq!(turn.instance.current_execution_id, 1);
+    assert_eq!(turn.instance.name, "Orchestration");
+    assert!(turn.history.is_empty() && turn.kv_snapshot.is_empty());
+    assert_eq!(turn.messages.len(), 1, "the start message");
+    assert_eq!(turn.messages[0].payload, common::start("i").payload);
+    // Created once: a second start of the same id changes nothing and hands nothing.
+    assert!(!p.create_instance(common::start("i")).await.expect("create again"));
+    let other = common::connect(p.schema()).await;
+    let none = other
+        .fetch_orchestration_item(LOCK, Duration::ZERO)
+        .await
+        .expect("fetch");
+    assert!(none.is_none(), "locked for the handed turn");
+    p.ack_orchestration_item(&turn.lock_token, first_turn(&turn, 0, Vec::new()))
+        .await
+        .expect("the handed turn acks");
+}
+
+#[tokio::test]
+async fn a_fetch_query_leases_queued_instances_for_the_next_fetches() {
+    let schemas = common::Schemas::default();
+    let p = schemas.single_connection_provider().await;
+    let client = common::connect(p.schema()).await;
+    for id in ["a", "b", "c"] {
+        client.create_instance(common::start(id)).await.expect("create");
+    }
+    let mut fetched = Vec::new();
+    for _ in 0..3 {
+        let before = p.stats().round_trips;
+        let item = fetch(&p).await;
+        fetched.push((item.instance_id.clone(), p.stats().round_trips - before));
+        p.ack_orchestration_item(&item.lock_token, first_turn(&item, 0, Vec::new()))
+            .await
+            .expect("ack");
+    }
+    // One fetch ran at a time, so the stock has one place: the first query (preparing its
+    // statement too) also leased "b", which the second fetch took without a query.
+    assert_eq!(
+        fetched,
+        vec![("a".to_owned(), 2), ("b".to_owned(), 0), ("c".to_owned(), 1)]
+    );
 }
 
 #[tokio::test]

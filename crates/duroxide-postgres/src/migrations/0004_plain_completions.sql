@@ -1,5 +1,6 @@
 -- Migration 4: flat functions for the two acks of the hot path (a turn's, an activity's plain
--- completion), and hand-backs that do not count as attempts.
+-- completion), a create that can lock the new instance for its creator's runtime, and hand-backs
+-- that do not count as attempts.
 --
 -- Nearly every activity ack stores one completion for an existing instance. Through
 -- `ack_work_item_leasing` that took two nested function calls (`ack_work_item`, `enqueue_messages`,
@@ -66,6 +67,50 @@ BEGIN
     SELECT p_instance, p_payload, v_now
     WHERE EXISTS (SELECT 1 FROM __schema__.instances AS i WHERE i.instance_id = p_instance FOR KEY SHARE);
     o_outcome := CASE WHEN FOUND THEN 1 ELSE 0 END;
+    RETURN NEXT;
+END $$;
+
+-- Creates an instance as `create_instance` does, visible at once and locked with `p_lease_secret` for
+-- `p_lease_ms`: a client sharing its provider with a runtime hands the first turn to that runtime
+-- without a fetch. Returns the instance as a fetch would (no history, no KV yet), or a row of NULLs
+-- when the instance already existed (nothing changed).
+CREATE FUNCTION __schema__.create_instance_leasing(
+    p_instance text, p_name text, p_version text, p_parent text, p_payload text,
+    p_lease_secret uuid, p_lease_ms bigint)
+RETURNS TABLE (
+    o_instance_id text, o_name text, o_version text, o_execution_id bigint, o_status text,
+    o_output text, o_created_at_ms bigint, o_updated_at_ms bigint, o_parent_instance_id text,
+    o_custom_status text, o_custom_status_version bigint, o_attempt integer, o_messages text[],
+    o_event_ids bigint[], o_event_kinds text[], o_event_payloads text[], o_kv_keys text[],
+    o_kv_values text[], o_kv_updated_at_ms bigint[])
+LANGUAGE plpgsql
+SET jit = off SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_now bigint := __schema__.now_ms();
+BEGIN
+    INSERT INTO __schema__.instances AS i (instance_id, name, version, current_execution_id, status,
+                                           created_at_ms, updated_at_ms, parent_instance_id,
+                                           lock_token, locked_until_ms)
+    VALUES (p_instance, p_name, p_version, 1, 'Running', v_now, v_now, p_parent,
+            p_lease_secret, v_now + p_lease_ms)
+    ON CONFLICT (instance_id) DO NOTHING
+    RETURNING i.instance_id, i.name, i.version, i.current_execution_id, i.status, i.output,
+              i.created_at_ms, i.updated_at_ms, i.parent_instance_id, i.custom_status,
+              i.custom_status_version
+    INTO o_instance_id, o_name, o_version, o_execution_id, o_status, o_output, o_created_at_ms,
+         o_updated_at_ms, o_parent_instance_id, o_custom_status, o_custom_status_version;
+    IF NOT FOUND THEN
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    INSERT INTO __schema__.executions (instance_id, execution_id, status, started_at_ms)
+    VALUES (p_instance, 1, 'Running', v_now);
+    -- Claimed as it is stored: one attempt, this lock.
+    INSERT INTO __schema__.orchestrator_queue (instance_id, payload, visible_at_ms, lock_token, attempt)
+    VALUES (p_instance, p_payload, v_now, p_lease_secret, 1);
+    o_attempt := 1;
+    o_messages := ARRAY[p_payload];
     RETURN NEXT;
 END $$;
 
