@@ -44,6 +44,14 @@ fn first_turn(item: &OrchestrationItem, extra: u64, work: Vec<NewWorkItem>) -> T
     }
 }
 
+/// A turn that records nothing and schedules nothing (it only consumes its messages).
+fn empty_turn(item: &OrchestrationItem) -> TurnAck {
+    TurnAck {
+        execution_id: item.instance.current_execution_id,
+        ..TurnAck::default()
+    }
+}
+
 fn work_item(instance: &str, event_id: u64) -> NewWorkItem {
     NewWorkItem {
         activity: ActivityRef {
@@ -140,15 +148,9 @@ async fn fetches_and_acks_are_one_round_trip_each() {
         // the next instance.
         let turn = fetch(&p).await;
         assert_eq!(turn.instance_id, id);
-        p.ack_orchestration_item(
-            &turn.lock_token,
-            TurnAck {
-                execution_id: turn.instance.current_execution_id,
-                ..TurnAck::default()
-            },
-        )
-        .await
-        .expect("ack the completion's turn");
+        p.ack_orchestration_item(&turn.lock_token, empty_turn(&turn))
+            .await
+            .expect("ack the completion's turn");
         trips = vec![
             created - before,
             fetched - fetch_before,
@@ -547,15 +549,9 @@ async fn a_busy_runtime_s_next_fetch_takes_the_instance_an_activity_completed() 
         .await
         .expect("fetch");
     assert!(none.is_none(), "locked for the stocked turn");
-    p.ack_orchestration_item(
-        &turn.lock_token,
-        TurnAck {
-            execution_id: turn.instance.current_execution_id,
-            ..TurnAck::default()
-        },
-    )
-    .await
-    .expect("the stocked turn acks");
+    p.ack_orchestration_item(&turn.lock_token, empty_turn(&turn))
+        .await
+        .expect("the stocked turn acks");
 }
 
 #[tokio::test]
@@ -654,13 +650,7 @@ async fn a_stocked_turn_nobody_takes_goes_back() {
             "handed back well before its lease ran out"
         );
         other
-            .ack_orchestration_item(
-                &turn.lock_token,
-                TurnAck {
-                    execution_id: turn.instance.current_execution_id,
-                    ..TurnAck::default()
-                },
-            )
+            .ack_orchestration_item(&turn.lock_token, empty_turn(&turn))
             .await
             .expect("ack");
     }
