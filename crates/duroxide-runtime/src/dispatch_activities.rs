@@ -244,10 +244,9 @@ async fn finish(shared: &Shared, lease: &WorkItemLease, result: Result<String, E
             .ack_work_item(&lease.lock_token, Some(message.clone()))
             .await
         {
-            Ok(()) => {
-                crate::notify::instance_changed(&lease.activity.instance_id);
-                return;
-            }
+            // Waiting clients are not woken: a completion changes nothing they read until the turn
+            // that takes it commits, which wakes them if it does.
+            Ok(()) => return,
             Err(e) if e.kind == ProviderErrorKind::LockLost => {
                 tracing::debug!(target: "duroxide::runtime", instance_id = %lease.activity.instance_id, "activity result discarded: {e}");
                 return;

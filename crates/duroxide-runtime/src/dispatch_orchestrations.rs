@@ -5,7 +5,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use duroxide_core::provider::{CachedFetch, OrchestrationItem, ProviderErrorKind};
+use duroxide_core::provider::{
+    CachedFetch, CustomStatusChange, ExecutionStatus, OrchestrationItem, ProviderErrorKind, TurnAck,
+};
 use duroxide_core::turn::{
     fail_item, process_cached_item, process_item, TurnDecision, TurnOptions, TurnOutcome, TurnReport,
 };
@@ -166,6 +168,7 @@ async fn handle(shared: &Arc<Shared>, fetched: CachedFetch) -> Option<PendingAck
     match decision {
         TurnDecision::Ack { ack, engine, report } => {
             let cancels = ack.cancel_activities.clone();
+            let wakes_waiters = changes_what_waiters_read(&ack);
             // Cache the engine before committing: the commit releases the instance lock, and the
             // instance's next turn may be fetched at once (a fast activity) — it must find the engine.
             // Until then the lock keeps everyone else away. An engine whose turn did not commit is
@@ -178,7 +181,9 @@ async fn handle(shared: &Arc<Shared>, fetched: CachedFetch) -> Option<PendingAck
                 if commit(&shared, &item, *ack).await {
                     shared.cancel_local(&cancels);
                     record(&shared, &item, &report);
-                    notify::instance_changed(&item.instance_id);
+                    if wakes_waiters {
+                        notify::instance_changed(&item.instance_id);
+                    }
                 } else {
                     drop(shared.cache.take(&item.instance_id));
                 }
@@ -197,6 +202,16 @@ async fn handle(shared: &Arc<Shared>, fetched: CachedFetch) -> Option<PendingAck
             None
         }
     }
+}
+
+/// Whether a committed turn changes what a waiting client reads: the status (a terminal or
+/// continued-as-new execution), the custom status, or KV values. Most turns of a running instance do
+/// none of these, and waking its waiters for them only costs each a status read that finds nothing
+/// new (a fan-out's waiting client was woken by about every batch of completions).
+fn changes_what_waiters_read(ack: &TurnAck) -> bool {
+    ack.status.is_some_and(|s| s != ExecutionStatus::Running)
+        || ack.custom_status != CustomStatusChange::Unchanged
+        || !ack.kv_changes.is_empty()
 }
 
 /// Fresh random bits for a turn's `new_guid`: a per-thread generator seeded once from the OS, so a
@@ -219,7 +234,7 @@ fn entropy() -> u64 {
 
 /// Acks the turn, retrying transient failures; a turn whose ack cannot be committed is handed back
 /// (its messages stay queued), never failed. Returns whether the ack committed.
-async fn commit(shared: &Shared, item: &OrchestrationItem, ack: duroxide_core::provider::TurnAck) -> bool {
+async fn commit(shared: &Shared, item: &OrchestrationItem, ack: TurnAck) -> bool {
     let mut delay = Duration::from_millis(20);
     for attempt in 1..=6 {
         match shared
@@ -286,5 +301,49 @@ fn record(shared: &Shared, item: &OrchestrationItem, report: &TurnReport) {
             }
         }
         TurnOutcome::Running | TurnOutcome::Dropped => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duroxide_core::provider::KvChange;
+
+    #[test]
+    fn only_turns_that_change_what_clients_read_wake_them() {
+        let running = TurnAck::default();
+        assert!(
+            !changes_what_waiters_read(&running),
+            "a turn that only schedules work"
+        );
+        let started = TurnAck {
+            status: Some(ExecutionStatus::Running),
+            ..TurnAck::default()
+        };
+        assert!(
+            !changes_what_waiters_read(&started),
+            "the first turn of an execution"
+        );
+        for status in [
+            ExecutionStatus::Completed,
+            ExecutionStatus::Failed,
+            ExecutionStatus::ContinuedAsNew,
+        ] {
+            let ended = TurnAck {
+                status: Some(status),
+                ..TurnAck::default()
+            };
+            assert!(changes_what_waiters_read(&ended), "{status:?}");
+        }
+        let custom = TurnAck {
+            custom_status: CustomStatusChange::Set(None),
+            ..TurnAck::default()
+        };
+        assert!(changes_what_waiters_read(&custom), "a custom status change");
+        let kv = TurnAck {
+            kv_changes: vec![KvChange::Delete { key: "k".into() }],
+            ..TurnAck::default()
+        };
+        assert!(changes_what_waiters_read(&kv), "a KV change");
     }
 }
