@@ -21,31 +21,39 @@
 //! provider contract promises.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Notify};
 
-/// One waiting worker fetch.
+/// A waiting fetch is between looks and may be promised an item.
+const IDLE: u8 = 0;
+/// Its own look runs: no ack may promise it an item (the look may find one itself).
+const LOOKING: u8 = 1;
+/// Promised an item by an ack in flight: it does not look until the promise is kept or given back.
+const RESERVED: u8 = 2;
+/// Given its item.
+const DELIVERED: u8 = 3;
+
+/// One waiting fetch.
 #[derive(Debug)]
 pub(crate) struct Waiter<T> {
     lock_timeout: Duration,
-    /// Not looking right now (a look may find an item itself).
-    idle: AtomicBool,
-    /// Promised to an ack in flight.
-    reserved: AtomicBool,
-    /// Given its item.
-    delivered: AtomicBool,
+    /// [`IDLE`], [`LOOKING`], [`RESERVED`] or [`DELIVERED`]: one state, changed by compare-and-swap,
+    /// so that a fetch never starts a look while an ack promises it an item (the look would be
+    /// dropped when the item came, and the wake-up it answered lost with it).
+    state: AtomicU8,
     /// Notified when a promise is kept or given back.
     settled: Notify,
     deliver: Mutex<Option<oneshot::Sender<T>>>,
 }
 
 impl<T> Waiter<T> {
-    /// Whether this fetch is between looks.
-    pub(crate) fn set_idle(&self, idle: bool) {
-        self.idle.store(idle, Ordering::SeqCst);
+    fn swap(&self, from: u8, to: u8) -> bool {
+        self.state
+            .compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
     }
 
     /// Gives the fetch its item; the item back when the fetch is gone.
@@ -55,31 +63,48 @@ impl<T> Waiter<T> {
             Some(sender) => sender.send(lease),
             None => Err(lease),
         };
-        self.delivered.store(sent.is_ok(), Ordering::SeqCst);
+        self.state
+            .store(if sent.is_ok() { DELIVERED } else { IDLE }, Ordering::SeqCst);
         self.settled.notify_waiters();
         sent.err()
     }
 
     /// Not needed after all (the ack failed or leased fewer items).
     pub(crate) fn unreserve(&self) {
-        self.reserved.store(false, Ordering::SeqCst);
+        self.swap(RESERVED, IDLE);
         self.settled.notify_waiters();
     }
 
-    /// Before a look: when an ack promised this fetch an item, waits for it, and says whether it
-    /// came (then the look is not needed).
-    pub(crate) async fn handed_before_look(&self) -> bool {
+    /// Before a look: marks the fetch as looking and says so, or, when an ack promised it an item,
+    /// waits for the promise to be kept or given back. `false` when the item came (no look needed).
+    pub(crate) async fn begin_look(&self) -> bool {
+        loop {
+            if self.swap(IDLE, LOOKING) {
+                return true;
+            }
+            if !self.settle().await {
+                continue;
+            }
+            return false;
+        }
+    }
+
+    /// After a look (whatever it found).
+    pub(crate) fn end_look(&self) {
+        self.swap(LOOKING, IDLE);
+    }
+
+    /// Waits while an ack's promise to this fetch is open; whether the item came.
+    pub(crate) async fn settle(&self) -> bool {
         loop {
             let settled = self.settled.notified();
             tokio::pin!(settled);
             settled.as_mut().enable();
-            if self.delivered.load(Ordering::SeqCst) {
-                return true;
+            match self.state.load(Ordering::SeqCst) {
+                DELIVERED => return true,
+                RESERVED => settled.await,
+                _ => return false,
             }
-            if !self.reserved.load(Ordering::SeqCst) {
-                return false;
-            }
-            settled.await;
         }
     }
 }
@@ -160,9 +185,7 @@ impl<T> Handoffs<T> {
         let (sender, receiver) = oneshot::channel();
         let waiter = Arc::new(Waiter {
             lock_timeout,
-            idle: AtomicBool::new(true),
-            reserved: AtomicBool::new(false),
-            delivered: AtomicBool::new(false),
+            state: AtomicU8::new(IDLE),
             settled: Notify::new(),
             deliver: Mutex::new(Some(sender)),
         });
@@ -288,13 +311,7 @@ impl<T> Handoffs<T> {
             let same_lease = taken
                 .first()
                 .is_none_or(|first| first.lock_timeout == waiter.lock_timeout);
-            if same_lease
-                && waiter.idle.load(Ordering::SeqCst)
-                && waiter
-                    .reserved
-                    .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok()
-            {
+            if same_lease && waiter.swap(IDLE, RESERVED) {
                 taken.push(waiter.clone());
             }
         }
@@ -315,12 +332,12 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    #[test]
-    fn only_idle_unreserved_fetches_are_promised() {
+    #[tokio::test]
+    async fn only_idle_unreserved_fetches_are_promised() {
         let handoffs = Handoffs::<u64>::default();
         let (busy, _busy_rx) = handoffs.register(ms(1000));
         let (idle, _idle_rx) = handoffs.register(ms(1000));
-        busy.set_idle(false);
+        assert!(busy.begin_look().await);
         let (taken, lease) = handoffs.reserve(5);
         assert_eq!(taken.len(), 1);
         assert!(Arc::ptr_eq(&taken[0], &idle));
@@ -408,24 +425,45 @@ mod tests {
     async fn a_look_waits_for_a_promised_item() {
         let handoffs = Handoffs::<u64>::default();
         let (waiter, _receiver) = handoffs.register(ms(1000));
-        assert!(!waiter.handed_before_look().await, "nothing promised: look");
+        assert!(waiter.begin_look().await, "nothing promised: look");
+        assert!(
+            handoffs.reserve(1).0.is_empty(),
+            "a fetch whose look runs is promised nothing"
+        );
+        waiter.end_look();
         let (taken, _) = handoffs.reserve(1);
         let looking = tokio::spawn({
             let waiter = waiter.clone();
-            async move { waiter.handed_before_look().await }
+            async move { waiter.begin_look().await }
         });
         tokio::task::yield_now().await;
         assert_eq!(handoffs.deliver(&taken[0], 7), None);
-        assert!(looking.await.expect("join"), "handed: no look");
+        assert!(!looking.await.expect("join"), "handed: no look");
         let (other, _rx) = handoffs.register(ms(1000));
         let (taken, _) = handoffs.reserve(1);
         assert!(Arc::ptr_eq(&taken[0], &other));
         let looking = tokio::spawn({
             let other = other.clone();
-            async move { other.handed_before_look().await }
+            async move { other.begin_look().await }
         });
         tokio::task::yield_now().await;
         other.unreserve();
-        assert!(!looking.await.expect("join"), "promise given back: look");
+        assert!(looking.await.expect("join"), "promise given back: look");
+    }
+
+    #[tokio::test]
+    async fn a_fetch_whose_poll_ended_still_gets_its_promised_item() {
+        let handoffs = Handoffs::<u64>::default();
+        let (waiter, mut receiver) = handoffs.register(ms(1000));
+        assert!(!waiter.settle().await, "nothing promised");
+        let (taken, _) = handoffs.reserve(1);
+        let settling = tokio::spawn({
+            let waiter = waiter.clone();
+            async move { waiter.settle().await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(handoffs.deliver(&taken[0], 9), None);
+        assert!(settling.await.expect("join"), "kept");
+        assert_eq!(receiver.try_recv(), Ok(9));
     }
 }

@@ -375,8 +375,7 @@ impl PostgresProvider {
             let found = look(via);
             let waiter = waiter.clone();
             async move {
-                waiter.set_idle(false);
-                if waiter.handed_before_look().await {
+                if !waiter.begin_look().await {
                     // Woken for queued work while an ack was handing this fetch an item: the look
                     // this wake-up asked for goes to another fetch, and this one ends with its
                     // handed item (the select below).
@@ -385,22 +384,33 @@ impl PostgresProvider {
                 }
                 // Woken for an item an ack stocked while this fetch was busy.
                 if let Some(item) = handoffs.take_stocked(lock_timeout) {
+                    waiter.end_look();
                     return Ok(Polled::Found {
                         item,
                         rest: Rest::Unknown,
                     });
                 }
                 let found = found.await;
-                waiter.set_idle(true);
+                waiter.end_look();
                 found
             }
         });
         tokio::pin!(polled);
-        tokio::select! {
+        // The poll goes first: a look that waited for this fetch's promised item passes its wake-up
+        // on before the item is taken (taken first, the wake-up would go with the dropped poll).
+        let found = tokio::select! {
             biased;
-            Ok(item) = &mut registration.handed => Ok(Some(item)),
             found = &mut polled => found,
+            Ok(item) = &mut registration.handed => return Ok(Some(item)),
+        };
+        // The poll ended while an ack in flight was handing this fetch an item: wait for it rather
+        // than have it handed back and fetched again.
+        if matches!(found, Ok(None)) && waiter.settle().await {
+            if let Ok(item) = registration.handed.try_recv() {
+                return Ok(Some(item));
+            }
         }
+        found
     }
 
     /// Counts rows deleted from the queue tables, vacuuming them in the background when enough were.
