@@ -111,6 +111,10 @@ pub struct ProviderStats {
     /// Instances an activity's ack locked along with the completion it stored, for one of this
     /// object's idle orchestration fetches or for the next one (see the crate documentation).
     pub turns_handed: u64,
+    /// Items this object's fetches found only at a recheck, after what their last look learned had
+    /// run out: work that came due (timers, delays, expired leases), or work whose wake-up was lost
+    /// (a bug: it waited up to two seconds).
+    pub found_by_recheck: u64,
 }
 
 /// A duroxide [`Provider`] on PostgreSQL. Cheap to clone: clones share one pool, one listener
@@ -209,6 +213,7 @@ impl PostgresProvider {
             vacuums: self.inner.maintenance.vacuums(),
             work_items_handed: self.inner.work_handoffs.handed(),
             turns_handed: self.inner.turn_handoffs.handed(),
+            found_by_recheck: self.inner.wakeups.found_by_recheck(),
         }
     }
 
@@ -307,7 +312,18 @@ impl PostgresProvider {
     /// fetch took it in time (`handoff::stock_ttl`).
     fn hand_turn(&self, taker: TurnTaker, turn: OrchestrationItem) {
         let handoffs = &self.inner.turn_handoffs;
-        let Some(waiter) = taker.waiter else {
+        let waiter = taker.waiter.or_else(|| {
+            // A fetch may have gone idle since the place was promised: it takes the turn at once.
+            let (idle, lock) = handoffs.reserve(1);
+            let waiter = idle.into_iter().next()?;
+            if lock != taker.lock {
+                waiter.unreserve();
+                return None;
+            }
+            handoffs.unreserve_stock();
+            Some(waiter)
+        });
+        let Some(waiter) = waiter else {
             let id = handoffs.stock_item(turn, taker.lock, taker.leased_from);
             self.inner
                 .wakeups
@@ -371,20 +387,29 @@ impl PostgresProvider {
             handed,
             release,
         };
+        // A look this fetch was woken for but does not make goes to another fetch, on the same
+        // connection when it was routed after an ack (see `Wakeups::work_sent`): dropped, the work
+        // it was for would wait for the next recheck.
+        let pass_on = |via: Option<Arc<Conn>>| match via {
+            Some(conn) => wakeups.work_sent(queue, Wake::Some(1), &conn),
+            None => wakeups.work_arrived(queue, Wake::Some(1)),
+        };
         let polled = wakeups.long_poll(queue, key, poll_timeout, |via| {
+            let routed = via.clone();
             let found = look(via);
             let waiter = waiter.clone();
             async move {
                 if !waiter.begin_look().await {
-                    // Woken for queued work while an ack was handing this fetch an item: the look
-                    // this wake-up asked for goes to another fetch, and this one ends with its
-                    // handed item (the select below).
-                    wakeups.work_arrived(queue, Wake::Some(1));
+                    // Woken for queued work while an ack was handing this fetch an item: this
+                    // fetch ends with its handed item (the select below).
+                    pass_on(routed);
                     return std::future::pending().await;
                 }
-                // Woken for an item an ack stocked while this fetch was busy.
+                // Woken for an item an ack stocked while this fetch was busy, or for other work
+                // while there is one: the stocked item is taken, the look passed on.
                 if let Some(item) = handoffs.take_stocked(lock_timeout) {
                     waiter.end_look();
+                    pass_on(routed);
                     return Ok(Polled::Found {
                         item,
                         rest: Rest::Unknown,

@@ -331,6 +331,9 @@ pub(crate) struct Wakeups {
     wake_all_generation: AtomicU64,
     /// Whether the listener connection is up, i.e. whether other processes' writes are heard.
     listening: AtomicBool,
+    /// Items found by a look made only because what the last look learned had run out (see
+    /// [`Wakeups::found_by_recheck`]).
+    found_by_recheck: AtomicU64,
 }
 
 impl Wakeups {
@@ -369,6 +372,12 @@ impl Wakeups {
         self.listening.store(listening, Ordering::SeqCst);
         self.orchestrator.announce(Wake::All, None);
         self.worker.announce(Wake::All, None);
+    }
+
+    /// Items found by a look made only because what the last look learned had run out: work that
+    /// came due, or whose announcement was lost (then it waited for the recheck).
+    pub(crate) fn found_by_recheck(&self) -> u64 {
+        self.found_by_recheck.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_listening(&self) -> bool {
@@ -432,6 +441,9 @@ impl Wakeups {
                     };
                     match look(via).await? {
                         Polled::Found { item, rest } => {
+                            if refresh {
+                                self.found_by_recheck.fetch_add(1, Ordering::Relaxed);
+                            }
                             match rest {
                                 Rest::More => signal.more(key),
                                 Rest::Unknown => {}

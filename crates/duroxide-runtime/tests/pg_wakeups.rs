@@ -1,0 +1,66 @@
+//! Wake-ups on PostgreSQL with short polls: batches of chained activities on one runtime whose
+//! dispatchers poll every 10 ms (as the Python benchmark's do), on a fresh schema of the server at
+//! `DUROXIDE_PG_URL`, dropped afterwards. Every item must be found through the announcement of the
+//! write that made it, never only by the provider's two-second recheck: such a find is a lost
+//! wake-up, and the work waited up to two seconds. (Fetches handed items by acks, given items from
+//! the stock, and polls ending while an ack hands them an item all once lost wake-ups here.)
+
+#[path = "chaos_workload/mod.rs"]
+mod workload;
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use duroxide_core::Provider;
+use duroxide_postgres::PostgresProvider;
+use duroxide_runtime::{Client, OrchestrationContext, RuntimeOptions};
+use workload::store::{pg_url, Store};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_work_waits_for_the_recheck_when_polls_are_short() {
+    let store = Store::postgres();
+    let Store::Postgres { schema, .. } = &store else {
+        unreachable!("a PostgreSQL store");
+    };
+    let pg = match PostgresProvider::connect_with_schema(&pg_url(), schema).await {
+        Ok(pg) => Arc::new(pg),
+        Err(e) => panic!("this test needs a PostgreSQL server at DUROXIDE_PG_URL: {e}"),
+    };
+    let provider: Arc<dyn Provider> = pg.clone();
+    let mut reg = common::Registries::new();
+    reg.activity("Echo", |_ctx, x: String| async move { Ok(x) });
+    reg.orchestration("Chain3", |ctx: OrchestrationContext, x: String| async move {
+        let a = ctx.schedule_activity("Echo", x).await?;
+        let b = ctx.schedule_activity("Echo", a).await?;
+        ctx.schedule_activity("Echo", b).await
+    });
+    let options = RuntimeOptions {
+        orchestration_concurrency: 4,
+        worker_concurrency: 8,
+        dispatcher_poll_interval: Duration::from_millis(10),
+        ..common::options()
+    };
+    let runtime = common::runtime(&provider, &reg, options).await;
+    let client = Client::new(provider.clone());
+    for batch in 0..20 {
+        let ids: Vec<String> = (0..20).map(|i| format!("b{batch}-{i}")).collect();
+        for id in &ids {
+            client
+                .start_orchestration(id, "Chain3", "x")
+                .await
+                .expect("start");
+        }
+        for id in &ids {
+            assert_eq!(common::completed(&client, id).await, "x");
+        }
+    }
+    runtime.shutdown(common::SHUTDOWN).await;
+    assert_eq!(
+        pg.stats().found_by_recheck,
+        0,
+        "work found only by the recheck (a lost wake-up): {:?}",
+        pg.stats()
+    );
+}
