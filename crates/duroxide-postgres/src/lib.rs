@@ -28,7 +28,10 @@
 //!   anyway for a small stock that the next orchestration fetch takes before it looks (as many items
 //!   as there were fetches at once, filled only while fetches run, handed back after half a second
 //!   or when the runtime stops), and a fetch query leases a few more queued instances for it. Work whose fetch went away is handed back at once, and a
-//!   hand-back does not count as an attempt. [`ProviderStats::work_items_handed`] and
+//!   hand-back does not count as an attempt. A fetch never starts a look while an ack promises it an
+//!   item, and one woken for a look it then does not make (it took a handed or stocked item) passes
+//!   the wake-up on, so no announced work waits for the recheck
+//!   ([`ProviderStats::found_by_recheck`]). [`ProviderStats::work_items_handed`] and
 //!   [`ProviderStats::turns_handed`] count what was handed.
 //! * **Flat functions on the hot path.** A turn's ack and an activity's plain completion are each
 //!   one PL/pgSQL function without nested function calls (migration 0004): a nested call applied and
