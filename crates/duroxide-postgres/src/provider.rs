@@ -33,6 +33,9 @@ use crate::{
 /// The key of the one orchestrator fetch request there is (orchestrator fetches have no filter).
 const ORCHESTRATOR_KEY: &str = "orchestrator";
 
+/// Longest a fetch whose poll ended waits for the item an ack in flight is handing it.
+const SETTLE_LIMIT: Duration = Duration::from_secs(1);
+
 /// Most instances a fetch query leases beyond its looks, for the stock.
 const MAX_PREFETCH: usize = 4;
 
@@ -429,8 +432,10 @@ impl PostgresProvider {
             Ok(item) = &mut registration.handed => return Ok(Some(item)),
         };
         // The poll ended while an ack in flight was handing this fetch an item: wait for it rather
-        // than have it handed back and fetched again.
-        if matches!(found, Ok(None)) && waiter.settle().await {
+        // than have it handed back and fetched again (for a while: an ack dropped mid-way never
+        // settles, and an item delivered after the fetch ended goes back).
+        let settled = tokio::time::timeout(SETTLE_LIMIT, waiter.settle());
+        if matches!(found, Ok(None)) && settled.await.unwrap_or(false) {
             if let Ok(item) = registration.handed.try_recv() {
                 return Ok(Some(item));
             }
