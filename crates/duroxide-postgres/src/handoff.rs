@@ -297,8 +297,13 @@ impl<T> Handoffs<T> {
         self.stock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Promises up to `max` idle fetches (all with one lock timeout, returned) to an ack.
-    pub(crate) fn reserve(&self, max: usize) -> (Vec<Arc<Waiter<T>>>, Duration) {
+    /// Promises up to `max` idle fetches to an ack, all with one lock timeout (returned): `lock_timeout`
+    /// when given, else the first idle fetch's.
+    pub(crate) fn reserve(
+        &self,
+        max: usize,
+        lock_timeout: Option<Duration>,
+    ) -> (Vec<Arc<Waiter<T>>>, Duration) {
         let mut taken: Vec<Arc<Waiter<T>>> = Vec::new();
         if max == 0 {
             return (taken, Duration::ZERO);
@@ -308,9 +313,8 @@ impl<T> Handoffs<T> {
             if taken.len() == max {
                 break;
             }
-            let same_lease = taken
-                .first()
-                .is_none_or(|first| first.lock_timeout == waiter.lock_timeout);
+            let wanted = lock_timeout.or(taken.first().map(|first| first.lock_timeout));
+            let same_lease = wanted.is_none_or(|lock| lock == waiter.lock_timeout);
             if same_lease && waiter.swap(IDLE, RESERVED) {
                 taken.push(waiter.clone());
             }
@@ -338,14 +342,14 @@ mod tests {
         let (busy, _busy_rx) = handoffs.register(ms(1000));
         let (idle, _idle_rx) = handoffs.register(ms(1000));
         assert!(busy.begin_look().await);
-        let (taken, lease) = handoffs.reserve(5);
+        let (taken, lease) = handoffs.reserve(5, None);
         assert_eq!(taken.len(), 1);
         assert!(Arc::ptr_eq(&taken[0], &idle));
         assert_eq!(lease, ms(1000));
         // Promised once only, until given back.
-        assert!(handoffs.reserve(5).0.is_empty());
+        assert!(handoffs.reserve(5, None).0.is_empty());
         idle.unreserve();
-        assert_eq!(handoffs.reserve(5).0.len(), 1);
+        assert_eq!(handoffs.reserve(5, None).0.len(), 1);
     }
 
     #[test]
@@ -353,7 +357,7 @@ mod tests {
         let handoffs = Handoffs::<u64>::default();
         let _a = handoffs.register(ms(1000));
         let _b = handoffs.register(ms(2000));
-        let (taken, lease) = handoffs.reserve(2);
+        let (taken, lease) = handoffs.reserve(2, None);
         assert_eq!((taken.len(), lease), (1, ms(1000)));
     }
 
@@ -427,11 +431,11 @@ mod tests {
         let (waiter, _receiver) = handoffs.register(ms(1000));
         assert!(waiter.begin_look().await, "nothing promised: look");
         assert!(
-            handoffs.reserve(1).0.is_empty(),
+            handoffs.reserve(1, None).0.is_empty(),
             "a fetch whose look runs is promised nothing"
         );
         waiter.end_look();
-        let (taken, _) = handoffs.reserve(1);
+        let (taken, _) = handoffs.reserve(1, None);
         let looking = tokio::spawn({
             let waiter = waiter.clone();
             async move { waiter.begin_look().await }
@@ -440,7 +444,7 @@ mod tests {
         assert_eq!(handoffs.deliver(&taken[0], 7), None);
         assert!(!looking.await.expect("join"), "handed: no look");
         let (other, _rx) = handoffs.register(ms(1000));
-        let (taken, _) = handoffs.reserve(1);
+        let (taken, _) = handoffs.reserve(1, None);
         assert!(Arc::ptr_eq(&taken[0], &other));
         let looking = tokio::spawn({
             let other = other.clone();
@@ -456,7 +460,7 @@ mod tests {
         let handoffs = Handoffs::<u64>::default();
         let (waiter, mut receiver) = handoffs.register(ms(1000));
         assert!(!waiter.settle().await, "nothing promised");
-        let (taken, _) = handoffs.reserve(1);
+        let (taken, _) = handoffs.reserve(1, None);
         let settling = tokio::spawn({
             let waiter = waiter.clone();
             async move { waiter.settle().await }

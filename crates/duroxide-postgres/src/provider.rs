@@ -288,7 +288,7 @@ impl PostgresProvider {
     fn reserve_turn_taker(&self) -> Option<TurnTaker> {
         let handoffs = &self.inner.turn_handoffs;
         let leased_from = Instant::now();
-        let (takers, lock) = handoffs.reserve(1);
+        let (takers, lock) = handoffs.reserve(1, None);
         match takers.into_iter().next() {
             Some(waiter) => Some(TurnTaker {
                 waiter: Some(waiter),
@@ -304,10 +304,30 @@ impl PostgresProvider {
     }
 
     /// The operation locked nothing after all.
-    fn give_back_turn_taker(&self, taker: TurnTaker) {
-        match taker.waiter {
-            Some(waiter) => waiter.unreserve(),
-            None => self.inner.turn_handoffs.unreserve_stock(),
+    fn give_back_turn_taker(&self, taker: Option<TurnTaker>) {
+        match taker.map(|t| t.waiter) {
+            None => {}
+            Some(Some(waiter)) => waiter.unreserve(),
+            Some(None) => self.inner.turn_handoffs.unreserve_stock(),
+        }
+    }
+
+    /// After an operation that asked to lock a turn for `taker`: hands the turn it locked over, or
+    /// gives the taker back. Whether a turn was handed (if not, fetches must hear of the work).
+    fn hand_turn_or_give_back(&self, taker: Option<TurnTaker>, turn: Option<OrchestrationItem>) -> bool {
+        match (taker, turn) {
+            (Some(taker), Some(turn)) => {
+                self.hand_turn(taker, turn);
+                true
+            }
+            (taker, turn) => {
+                self.give_back_turn_taker(taker);
+                // (A turn is locked only for a taker; should one come without, it goes back.)
+                if let Some(turn) = turn {
+                    self.release_turn(turn);
+                }
+                false
+            }
         }
     }
 
@@ -317,12 +337,7 @@ impl PostgresProvider {
         let handoffs = &self.inner.turn_handoffs;
         let waiter = taker.waiter.or_else(|| {
             // A fetch may have gone idle since the place was promised: it takes the turn at once.
-            let (idle, lock) = handoffs.reserve(1);
-            let waiter = idle.into_iter().next()?;
-            if lock != taker.lock {
-                waiter.unreserve();
-                return None;
-            }
+            let waiter = handoffs.reserve(1, Some(taker.lock)).0.pop()?;
             handoffs.unreserve_stock();
             Some(waiter)
         });
@@ -547,22 +562,12 @@ impl Provider for PostgresProvider {
         let (created, turn) = match orchestrator_queue::create_instance(self.db(), &message, lease).await {
             Ok(done) => done,
             Err(err) => {
-                if let Some(taker) = taker {
-                    self.give_back_turn_taker(taker);
-                }
+                self.give_back_turn_taker(taker);
                 return Err(err);
             }
         };
-        match (turn, taker) {
-            (Some(turn), Some(taker)) => self.hand_turn(taker, turn),
-            (_, taker) => {
-                if let Some(taker) = taker {
-                    self.give_back_turn_taker(taker);
-                }
-                if created {
-                    self.announce(Queue::Orchestrator, Wake::Some(1));
-                }
-            }
+        if !self.hand_turn_or_give_back(taker, turn) && created {
+            self.announce(Queue::Orchestrator, Wake::Some(1));
         }
         Ok(created)
     }
@@ -609,7 +614,7 @@ impl Provider for PostgresProvider {
     async fn ack_orchestration_item(&self, lock_token: &str, ack: TurnAck) -> Result<(), ProviderError> {
         // Idle worker fetches of this object get the turn's new work items directly (see `handoff`).
         let handable = ack.worker_items.iter().filter(|w| turn_ack::handable(w)).count();
-        let (takers, lock) = self.inner.work_handoffs.reserve(handable);
+        let (takers, lock) = self.inner.work_handoffs.reserve(handable, None);
         let lease = (!takers.is_empty()).then_some(LeaseRequest {
             count: takers.len(),
             lock,
@@ -725,33 +730,24 @@ impl Provider for PostgresProvider {
         // instance (a turn of it runs, or a fetch holds it for a moment): they would find it locked.
         let sent = (completion.is_some() && taker.is_none()).then(|| self.announce_when_sent(1, 0));
         let lease = taker.as_ref().map(TurnTaker::lease);
+        let leasing = taker.is_some();
         let acked = match worker_queue::ack(self.db(), lock_token, completion.as_ref(), sent, lease).await {
             Ok(acked) => acked,
             Err(err) => {
-                if let Some(taker) = taker {
-                    self.give_back_turn_taker(taker);
-                }
+                self.give_back_turn_taker(taker);
                 return Err(err);
             }
         };
         self.deleted(1);
-        match (acked.turn, taker) {
-            (Some(turn), Some(taker)) => self.hand_turn(taker, turn),
-            (_, taker) => {
-                if let Some(taker) = taker {
-                    // A turn of the instance runs (or a fetch held it a moment): local fetches were
-                    // not told when the ack was sent.
-                    self.give_back_turn_taker(taker);
-                    if acked.enqueued {
-                        self.inner
-                            .wakeups
-                            .work_arrived(Queue::Orchestrator, Wake::Some(1));
-                    }
-                }
-                if acked.enqueued {
-                    self.inner.listener.announce(Queue::Orchestrator, Wake::Some(1));
-                }
+        if !self.hand_turn_or_give_back(taker, acked.turn) && acked.enqueued {
+            if leasing {
+                // A turn of the instance runs (or a fetch held it a moment): local fetches were not
+                // told when the ack was sent.
+                self.inner
+                    .wakeups
+                    .work_arrived(Queue::Orchestrator, Wake::Some(1));
             }
+            self.inner.listener.announce(Queue::Orchestrator, Wake::Some(1));
         }
         Ok(())
     }
