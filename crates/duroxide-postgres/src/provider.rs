@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use duroxide_core::provider::{
-    CustomStatus, CustomStatusChange, DeleteResult, ExecutionInfo, ExecutionStatus, HistoryRecord,
-    InstanceChangeHook, InstanceFilter, InstanceInfo, InstanceStats, InstanceStatus, KvEntry, NewMessage,
-    OrchestrationItem, Provider, ProviderError, PruneOptions, PruneResult, QueueDepths, SystemMetrics,
-    TurnAck, WorkItemLease, WorkerFetch,
+    CustomStatus, DeleteResult, ExecutionInfo, HistoryRecord, InstanceChangeHook, InstanceFilter,
+    InstanceInfo, InstanceStats, InstanceStatus, KvEntry, NewMessage, OrchestrationItem, Provider,
+    ProviderError, PruneOptions, PruneResult, QueueDepths, SystemMetrics, TurnAck, WorkItemLease,
+    WorkerFetch,
 };
 use tokio::sync::oneshot;
 
@@ -640,7 +640,8 @@ impl Provider for PostgresProvider {
         }
         takers.for_each(|taker| taker.unreserve());
         self.announce_effects(effects, messages);
-        if changes_what_waiters_read(&ack) {
+        // Clients in other processes wait on the status and custom status (most turns change neither).
+        if ack.changes_status() {
             // The token names the instance (a token it could not parse would have failed the ack).
             if let Some((_, instance_id)) = lock_token::parse(lock_token) {
                 self.inner.listener.announce_instance(instance_id);
@@ -884,11 +885,4 @@ impl Provider for PostgresProvider {
         self.inner.listener.watch_instances(on_change);
         true
     }
-}
-
-/// Whether the ack changes what a waiting client reads: the instance's status (a terminal or
-/// continued-as-new execution) or its custom status. Most turns do neither and announce nothing.
-fn changes_what_waiters_read(ack: &TurnAck) -> bool {
-    let status_changed = ack.status.is_some_and(|s| s != ExecutionStatus::Running);
-    status_changed || ack.custom_status != CustomStatusChange::Unchanged
 }

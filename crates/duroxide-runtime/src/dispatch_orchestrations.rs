@@ -5,9 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use duroxide_core::provider::{
-    CachedFetch, CustomStatusChange, ExecutionStatus, OrchestrationItem, ProviderErrorKind, TurnAck,
-};
+use duroxide_core::provider::{CachedFetch, OrchestrationItem, ProviderErrorKind, TurnAck};
 use duroxide_core::turn::{
     fail_item, process_cached_item, process_item, TurnDecision, TurnOptions, TurnOutcome, TurnReport,
 };
@@ -209,9 +207,7 @@ async fn handle(shared: &Arc<Shared>, fetched: CachedFetch) -> Option<PendingAck
 /// none of these, and waking its waiters for them only costs each a status read that finds nothing
 /// new (a fan-out's waiting client was woken by about every batch of completions).
 fn changes_what_waiters_read(ack: &TurnAck) -> bool {
-    ack.status.is_some_and(|s| s != ExecutionStatus::Running)
-        || ack.custom_status != CustomStatusChange::Unchanged
-        || !ack.kv_changes.is_empty()
+    ack.changes_status() || !ack.kv_changes.is_empty()
 }
 
 /// Fresh random bits for a turn's `new_guid`: a per-thread generator seeded once from the OS, so a
@@ -307,7 +303,7 @@ fn record(shared: &Shared, item: &OrchestrationItem, report: &TurnReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use duroxide_core::provider::KvChange;
+    use duroxide_core::provider::{CustomStatusChange, ExecutionStatus, KvChange};
 
     #[test]
     fn only_turns_that_change_what_clients_read_wake_them() {

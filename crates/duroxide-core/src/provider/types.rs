@@ -291,6 +291,15 @@ pub struct TurnAck {
     pub cancel_activities: Vec<ActivityRef>,
 }
 
+impl TurnAck {
+    /// Whether the turn changes the instance's status (a terminal or continued-as-new execution) or
+    /// its custom status: what a client reading the instance's state sees. Most turns do neither.
+    pub fn changes_status(&self) -> bool {
+        let status_changed = self.status.is_some_and(|s| s != ExecutionStatus::Running);
+        status_changed || self.custom_status != CustomStatusChange::Unchanged
+    }
+}
+
 // ---- worker queue -----------------------------------------------------------------------------------
 
 /// Which activity tags a worker accepts.
