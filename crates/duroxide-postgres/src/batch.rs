@@ -16,21 +16,24 @@
 //! before the commit is known, every ack of the batch fails as retryable; acks are idempotent, so a
 //! retry of an ack that did commit succeeds.
 //!
+//! Ack connections also carry other statements: a fetch routed after an ack runs on its connection,
+//! and two batches may share one. A batch's requests therefore go out as one group through the
+//! connection's send gate (`Conn::send_together`): a statement sent in the middle of the group would
+//! run inside the batch's transaction, return before it committed (or with it rolled back), and a
+//! fetch's `synchronous_commit = off` would apply to the whole batch's commit.
+//!
 //! A batch holds the row locks of its acks' instances until its commit, so batches stay small
 //! ([`MAX_BATCH`]) and a lone ack runs as it would alone (no `BEGIN`, no `COMMIT`).
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 
 use duroxide_core::provider::ProviderError;
 use tokio::sync::{oneshot, Semaphore};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
-use crate::mux::{Conn, Mux};
+use crate::mux::{Conn, Mux, Step};
 
 /// A statement parameter the batch owns (a batch runs other callers' statements).
 pub(crate) type Param = Box<dyn ToSql + Send + Sync>;
@@ -174,8 +177,9 @@ impl Committer {
         if jobs.len() == 1 {
             let job = jobs.into_iter().next().expect("one job");
             let param_refs = params(&job.params);
-            let step: Step<'_> = Box::pin(client.query(&statements[0], &param_refs));
-            let result = join_in_order(vec![step], on_sent)
+            let step: Step<'_, _> = Box::pin(client.query(&statements[0], &param_refs));
+            let result = conn
+                .send_together(vec![step], on_sent)
                 .await
                 .pop()
                 .expect("the statement's result")
@@ -186,13 +190,13 @@ impl Committer {
 
         // BEGIN; every ack; COMMIT — sent back to back in this order.
         let param_refs: Vec<Vec<&(dyn ToSql + Sync)>> = jobs.iter().map(|job| params(&job.params)).collect();
-        let mut steps: Vec<Step<'_>> = Vec::with_capacity(jobs.len() + 2);
+        let mut steps: Vec<Step<'_, _>> = Vec::with_capacity(jobs.len() + 2);
         steps.push(Box::pin(simple(client, "BEGIN")));
         for (statement, params) in statements.iter().zip(&param_refs) {
             steps.push(Box::pin(client.query(statement, params)));
         }
         steps.push(Box::pin(simple(client, "COMMIT")));
-        let mut results = join_in_order(steps, on_sent).await;
+        let mut results = conn.send_together(steps, on_sent).await;
         let commit = results.pop().expect("the commit's result");
         let begin = results.remove(0);
         let all_ok = results.iter().all(Result::is_ok);
@@ -206,12 +210,12 @@ impl Committer {
                 // A statement failed and the transaction rolled back: each ack again, on its own.
                 // (Each statement is its own transaction; they are still sent back to back.)
                 counter();
-                let steps: Vec<Step<'_>> = statements
+                let steps: Vec<Step<'_, _>> = statements
                     .iter()
                     .zip(&param_refs)
-                    .map(|(statement, params)| -> Step<'_> { Box::pin(client.query(statement, params)) })
+                    .map(|(statement, params)| -> Step<'_, _> { Box::pin(client.query(statement, params)) })
                     .collect();
-                let results = join_in_order(steps, || {}).await;
+                let results = conn.send_together(steps, || {}).await;
                 for (job, result) in jobs.into_iter().zip(results) {
                     let _ = job.reply.send(result.map_err(Failure::Sql));
                 }
@@ -224,8 +228,6 @@ impl Committer {
     }
 }
 
-type Step<'a> = Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
-
 fn params(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
 }
@@ -234,40 +236,82 @@ async fn simple(client: &Client, sql: &'static str) -> Result<Vec<Row>, tokio_po
     client.batch_execute(sql).await.map(|()| Vec::new())
 }
 
-/// Polls the futures in order until all are done. Each sends its request on its first poll, so the
-/// requests reach the connection in this order, without waiting for one another's replies; `sent`
-/// runs once they all went out.
-async fn join_in_order<T>(
-    mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>,
-    sent: impl FnOnce(),
-) -> Vec<T> {
-    let mut results: Vec<Option<T>> = futures.iter().map(|_| None).collect();
-    let mut sent = Some(sent);
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, result) in futures.iter_mut().zip(results.iter_mut()) {
-            if result.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(value) => *result = Some(value),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if let Some(sent) = sent.take() {
-            sent();
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    results.into_iter().flatten().collect()
-}
-
 fn reply_all(jobs: Vec<Job>, error: &ProviderError) {
     for job in jobs {
         let _ = job.reply.send(Err(Failure::Provider(error.clone())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+    use super::*;
+    use crate::connection::Target;
+
+    /// Statements run on an ack connection while batches commit there (a fetch routed after an ack
+    /// runs on its connection) are transactions of their own: when one returns, what it wrote is
+    /// committed. Sent into the middle of a batch's pipeline, it would run inside the batch's
+    /// transaction and return before that committed (or rolled back).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_statement_beside_the_batches_commits_on_its_own() {
+        let url = std::env::var("DUROXIDE_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let target = Target::parse(&url).expect("DUROXIDE_PG_URL");
+        let admin = target
+            .connect_one()
+            .await
+            .expect("this test needs the PostgreSQL server at DUROXIDE_PG_URL (default 127.0.0.1:5432)");
+        // Named as the integration tests name theirs, so a later run drops it if this one dies.
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        let schema = format!("dxtest_{secs}_{}_batch_{}", std::process::id(), &random[..8]);
+        admin
+            .batch_execute(&format!(
+                "CREATE SCHEMA \"{schema}\"; CREATE TABLE \"{schema}\".t (id bigint PRIMARY KEY)"
+            ))
+            .await
+            .expect("create the test table");
+        let insert = format!("INSERT INTO \"{schema}\".t VALUES ($1)");
+        let committer = Arc::new(Committer::new(Mux::new(target.clone(), 1), 1));
+        let next_id = Arc::new(AtomicI64::new(1));
+        let done = Arc::new(AtomicBool::new(false));
+        let batches: Vec<_> = (0..6)
+            .map(|_| {
+                let (committer, next_id, done, insert) =
+                    (committer.clone(), next_id.clone(), done.clone(), insert.clone());
+                tokio::spawn(async move {
+                    while !done.load(Ordering::SeqCst) {
+                        let id = next_id.fetch_add(1, Ordering::SeqCst);
+                        let params: Vec<Param> = vec![Box::new(id)];
+                        assert!(committer.run("test", &insert, params, None, &|| {}).await.is_ok());
+                    }
+                })
+            })
+            .collect();
+        let check = format!("SELECT count(*) FROM \"{schema}\".t WHERE id = $1");
+        let mut not_yet_committed = 0;
+        for _ in 0..2000 {
+            let conn = committer.mux.lease("test").await.expect("connection");
+            let id = next_id.fetch_add(1, Ordering::SeqCst);
+            let (statement, _) = conn.statement(&insert).await.expect("prepare");
+            conn.query(&statement, &[&id]).await.expect("insert");
+            drop(conn);
+            let seen: i64 = admin.query_one(&check, &[&id]).await.expect("check").get(0);
+            if seen == 0 {
+                not_yet_committed += 1;
+            }
+        }
+        done.store(true, Ordering::SeqCst);
+        for batch in batches {
+            batch.await.expect("batch task");
+        }
+        admin
+            .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+            .await
+            .expect("drop the test schema");
+        assert_eq!(not_yet_committed, 0, "statements returned before their commit");
     }
 }

@@ -232,7 +232,7 @@ impl Db {
             self.count();
         }
         self.count();
-        conn.client().query(&statement, params).await.map_err(on_error)
+        conn.query(&statement, params).await.map_err(on_error)
     }
 
     /// Runs one statement that must be durable (an ack) in the next batch of acks (see `batch`) and
@@ -300,10 +300,7 @@ impl Db {
             self.count();
         }
         self.count();
-        conn.client()
-            .execute(&statement, params)
-            .await
-            .map_err(sql_err(operation))
+        conn.execute(&statement, params).await.map_err(sql_err(operation))
     }
 
     /// Like [`query`](Self::query) on a pooled connection of its own, for statements slow enough to

@@ -12,21 +12,29 @@
 //! its own transaction (each request ends with a Sync), with its own commit, its own durability and
 //! its own errors. An error in one call does not affect the calls around it.
 //!
-//! Only statements that are a whole transaction by themselves (autocommit) may use these connections;
-//! operations that need `BEGIN` … `COMMIT` take a pooled connection for themselves. Statements run one
-//! after another on a connection, so a slow statement delays those queued behind it: each call takes
-//! the least busy connection, and the slow, rare ones (management scans) use the pool.
+//! A call is a whole transaction by itself (autocommit), with one exception: a batch of acks (see
+//! `batch`) sends `BEGIN`, its statements and `COMMIT` as one group ([`Conn::send_together`]). Every
+//! request goes out through the connection's send gate, so nothing another task sends lands inside a
+//! group: there it would run in the group's transaction and return before that committed (or with
+//! it rolled back), and a fetch's settings would apply to the group's commit. Other operations that
+//! need a transaction take a pooled connection for themselves. Statements run one after another on a
+//! connection, so a slow statement delays those queued behind it: each call takes the least busy
+//! connection, and the slow, rare ones (management scans) use the pool.
 //!
 //! Connections open lazily: the first when the first statement runs, another only when every open one
 //! is busy, up to the configured number. A connection that fails is replaced at the next call; the
 //! calls that were on it fail as retryable.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use duroxide_core::provider::ProviderError;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
 
 use crate::connection::Target;
 
@@ -36,7 +44,13 @@ pub(crate) struct Conn {
     /// Keyed by SQL text (rendered for the schema).
     statements: Mutex<HashMap<String, Statement>>,
     in_flight: AtomicUsize,
+    /// Held while requests are handed to the client: a group of them goes out with nothing between.
+    send_gate: Mutex<()>,
 }
+
+/// A request on a connection: a future that sends it when first polled, then waits for its reply
+/// (as tokio-postgres's statement futures do).
+pub(crate) type Step<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,6 +61,78 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
+    /// Runs `statement` as a transaction of its own and returns its rows.
+    pub(crate) async fn query(
+        &self,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        self.send_one(self.client.query(statement, params)).await
+    }
+
+    /// Runs `statement` as a transaction of its own and returns how many rows it changed.
+    pub(crate) async fn execute(
+        &self,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        self.send_one(self.client.execute(statement, params)).await
+    }
+
+    /// Sends the requests of `steps` back to back in this order, nothing of other callers between
+    /// them, without waiting for one another's replies; `sent` runs once they all went out. Returns
+    /// their results in order once all replied. (Each step sends on its first poll, and the first
+    /// polls of all of them happen under the send gate.)
+    pub(crate) async fn send_together<'a, T>(
+        &'a self,
+        mut steps: Vec<Step<'a, T>>,
+        sent: impl FnOnce(),
+    ) -> Vec<T> {
+        let mut results: Vec<Option<T>> = steps.iter().map(|_| None).collect();
+        let mut sent = Some(sent);
+        std::future::poll_fn(|cx| {
+            let gate = sent.is_some().then(|| self.gate());
+            let mut pending = false;
+            for (step, result) in steps.iter_mut().zip(results.iter_mut()) {
+                if result.is_none() {
+                    match step.as_mut().poll(cx) {
+                        Poll::Ready(value) => *result = Some(value),
+                        Poll::Pending => pending = true,
+                    }
+                }
+            }
+            drop(gate);
+            if let Some(sent) = sent.take() {
+                sent();
+            }
+            if pending {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+        results.into_iter().flatten().collect()
+    }
+
+    /// One request through the send gate.
+    async fn send_one<T>(&self, request: impl Future<Output = T> + Send) -> T {
+        let mut request = std::pin::pin!(request);
+        let mut first = true;
+        std::future::poll_fn(|cx| {
+            let _gate = std::mem::take(&mut first).then(|| self.gate());
+            request.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    fn gate(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.send_gate.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The client itself, for the steps of [`send_together`](Self::send_together) only: a request
+    /// sent through it elsewhere would bypass the send gate. (A step must not use the gated methods:
+    /// it is first polled with the gate held.)
     pub(crate) fn client(&self) -> &Client {
         &self.client
     }
@@ -62,7 +148,8 @@ impl Conn {
         if let Some(statement) = self.statements().get(sql) {
             return Ok((statement.clone(), false));
         }
-        let statement = self.client.prepare(sql).await?;
+        // (A statement of built-in types is prepared in one request, sent at the first poll.)
+        let statement = self.send_one(self.client.prepare(sql)).await?;
         self.statements().insert(sql.to_owned(), statement.clone());
         Ok((statement, true))
     }
@@ -196,6 +283,7 @@ async fn connect(target: &Target, slot: &Slot) -> Result<Arc<Conn>, String> {
         client,
         statements: Mutex::new(HashMap::new()),
         in_flight: AtomicUsize::new(0),
+        send_gate: Mutex::new(()),
     });
     *slot.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
     Ok(conn)
