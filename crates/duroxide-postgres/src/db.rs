@@ -29,6 +29,7 @@ pub(crate) struct Statements {
     pub(crate) complete_work_item: String,
     pub(crate) abandon_work_item: String,
     pub(crate) release_work_item: String,
+    pub(crate) release_unsettled_work_items: String,
     pub(crate) renew_work_item: String,
     pub(crate) renew_sessions: String,
     pub(crate) release_session: String,
@@ -73,6 +74,11 @@ impl Statements {
                 "UPDATE __schema__.worker_queue
                  SET lock_token = NULL, locked_until_ms = NULL, attempt = greatest(attempt - 1, 0)
                  WHERE id = $1 AND lock_token = $2 AND locked_until_ms > __schema__.now_ms()",
+            ),
+            release_unsettled_work_items: schema.render(
+                "UPDATE __schema__.worker_queue
+                 SET lock_token = NULL, locked_until_ms = NULL, attempt = greatest(attempt - 1, 0)
+                 WHERE instance_id = $1 AND lock_token = $2 AND locked_until_ms > __schema__.now_ms()",
             ),
             renew_work_item: schema.render(
                 "UPDATE __schema__.worker_queue SET locked_until_ms = __schema__.now_ms() + $3

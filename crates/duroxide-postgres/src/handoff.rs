@@ -207,6 +207,14 @@ impl<T> Handoffs<T> {
         undelivered
     }
 
+    /// Registered fetches between looks, not promised an item.
+    pub(crate) fn idle(&self) -> usize {
+        self.lock()
+            .iter()
+            .filter(|w| w.state.load(Ordering::SeqCst) == IDLE)
+            .count()
+    }
+
     /// Items delivered so far.
     pub(crate) fn handed(&self) -> u64 {
         self.handed.load(Ordering::Relaxed)

@@ -13,7 +13,8 @@
 //! * **Few round trips under load.** On a busy server a round trip costs more than the statement in
 //!   it. Single statements share a few connections and concurrent ones are pipelined (`mux` in the
 //!   source); concurrent acks share one transaction and one WAL flush (group commit, `batch`), and an
-//!   ack that fails there runs again alone, so it never fails another. Transactions of several
+//!   ack that fails there runs again alone, so it never fails another. A batch's `BEGIN` … `COMMIT`
+//!   goes out in one piece, so no other statement on its connection runs inside it. Transactions of several
 //!   statements (deletes, pruning) and scans over whole tables use pooled connections of their own.
 //! * **Fetches that arrive together share a query.** While a fetch query runs, fetches of the same
 //!   kind that arrive wait for it and then go as one query that leases up to that many items (one
@@ -43,7 +44,9 @@
 //! * **One clock.** Leases, visibility and timestamps use the database clock at millisecond precision,
 //!   so hosts with skewed clocks still agree on who holds a lock.
 //! * **Idempotent acks.** The instance remembers the last committed ack's token and fingerprint; the
-//!   same ack repeated after a lost reply succeeds instead of failing the turn.
+//!   same ack repeated after a lost reply succeeds instead of failing the turn. What an ack with a
+//!   lost reply leased for this object's fetches (they never got it) is handed back when the ack is
+//!   repeated, rather than left locked until its lease runs out (`unsettled` in the source).
 //! * **Wake-ups, not polling.** A dedicated listener connection per provider object LISTENs on the
 //!   schema's channel; writes announce themselves to local fetches at once and to other processes
 //!   with `pg_notify`, saying how many items they made fetchable, and each item wakes one waiting
@@ -98,6 +101,7 @@ mod retention;
 mod rows;
 mod schema;
 mod turn_ack;
+mod unsettled;
 mod wakeups;
 mod worker_queue;
 

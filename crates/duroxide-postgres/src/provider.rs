@@ -8,10 +8,11 @@ use async_trait::async_trait;
 use duroxide_core::provider::{
     CustomStatus, DeleteResult, ExecutionInfo, HistoryRecord, InstanceChangeHook, InstanceFilter,
     InstanceInfo, InstanceStats, InstanceStatus, KvEntry, NewMessage, OrchestrationItem, Provider,
-    ProviderError, PruneOptions, PruneResult, QueueDepths, SystemMetrics, TurnAck, WorkItemLease,
-    WorkerFetch,
+    ProviderError, ProviderErrorKind, PruneOptions, PruneResult, QueueDepths, SystemMetrics, TurnAck,
+    WorkItemLease, WorkerFetch,
 };
 use tokio::sync::oneshot;
+use uuid::Uuid;
 
 use crate::batch::{Committer, Sent};
 use crate::coalesce::{Batch, Coalescer, Fetch, Release};
@@ -25,6 +26,7 @@ use crate::mux::Conn;
 use crate::mux::Mux;
 use crate::schema::{Schema, DEFAULT_SCHEMA};
 use crate::turn_ack::{AckEffects, LeaseRequest};
+use crate::unsettled::{Held, Unsettled};
 use crate::wakeups::{Polled, Queue, Rest, Wake, Wakeups};
 use crate::{
     lock_token, management, migrations, orchestrator_queue, reads, retention, turn_ack, worker_queue,
@@ -118,6 +120,9 @@ pub struct ProviderStats {
     /// run out: work that came due (timers, delays, expired leases), or work whose wake-up was lost
     /// (a bug: it waited up to two seconds).
     pub found_by_recheck: u64,
+    /// Fetches of this object waiting for work right now, between looks (untagged worker fetches and
+    /// orchestration fetches; those an ack may hand an item, see the crate documentation).
+    pub idle_fetches: usize,
 }
 
 /// A duroxide [`Provider`] on PostgreSQL. Cheap to clone: clones share one pool, one listener
@@ -139,6 +144,8 @@ struct Inner {
     /// Idle fetches that take work straight from acks (see `handoff`).
     work_handoffs: Handoffs<WorkItemLease>,
     turn_handoffs: Handoffs<OrchestrationItem>,
+    /// Leases of acks whose reply was lost, handed back when the ack is repeated.
+    unsettled: Unsettled,
     maintenance: Arc<Maintenance>,
     wakeups: Arc<Wakeups>,
     listener: Listener,
@@ -194,6 +201,7 @@ impl PostgresProvider {
                 work_fetches: Arc::default(),
                 work_handoffs: Handoffs::default(),
                 turn_handoffs: Handoffs::default(),
+                unsettled: Unsettled::default(),
                 maintenance: Arc::default(),
                 wakeups,
                 listener,
@@ -217,6 +225,7 @@ impl PostgresProvider {
             work_items_handed: self.inner.work_handoffs.handed(),
             turns_handed: self.inner.turn_handoffs.handed(),
             found_by_recheck: self.inner.wakeups.found_by_recheck(),
+            idle_fetches: self.inner.work_handoffs.idle() + self.inner.turn_handoffs.idle(),
         }
     }
 
@@ -235,6 +244,43 @@ impl PostgresProvider {
         self.hand_back(Queue::Worker, move |provider| async move {
             worker_queue::release(provider.db(), &lease.lock_token).await
         });
+    }
+
+    /// After an ack with `token` got an answer (or an error that says it did not run), hands back what
+    /// earlier attempts of it that failed with a lost reply leased (see `unsettled`); after another
+    /// such failure, keeps remembering them.
+    fn settle_earlier(&self, token: &str, earlier: Vec<(Uuid, Held)>, outcome: Result<(), &ProviderError>) {
+        if outcome.is_err_and(|err| err.kind == ProviderErrorKind::Retryable) {
+            self.inner.unsettled.restore(token, earlier);
+            return;
+        }
+        for (secret, held) in earlier {
+            match held {
+                Held::WorkItems { instance_id } => {
+                    let provider = self.clone();
+                    tokio::spawn(async move {
+                        let released =
+                            worker_queue::release_unsettled(provider.db(), &instance_id, secret).await;
+                        if let Ok(n @ 1..) = released {
+                            provider.announce(Queue::Worker, Wake::items(n as usize));
+                        }
+                    });
+                }
+                Held::Turn { instance_id } => {
+                    let token = lock_token::token(secret, &instance_id);
+                    self.hand_back(Queue::Orchestrator, move |provider| async move {
+                        orchestrator_queue::release(provider.db(), &token).await
+                    });
+                }
+            }
+        }
+    }
+
+    /// Remembers what an ack that failed with `err` may have leased under `secret` (see `unsettled`).
+    fn remember_if_unsettled(&self, token: &str, err: &ProviderError, secret: Uuid, held: Held) {
+        if err.kind == ProviderErrorKind::Retryable {
+            self.inner.unsettled.remember(token, secret, held);
+        }
     }
 
     /// Hands back a locked instance nobody will run a turn of (its fetch went away).
@@ -618,13 +664,23 @@ impl Provider for PostgresProvider {
         let lease = (!takers.is_empty()).then_some(LeaseRequest {
             count: takers.len(),
             lock,
+            secret: lock_token::new_secret(),
         });
         let messages = ack.messages.len();
         let sent = self.announce_when_sent(messages, ack.worker_items.len() - takers.len());
-        let (effects, leases) = match turn_ack::ack(self.db(), lock_token, &ack, Some(sent), lease).await {
+        let earlier = self.inner.unsettled.take(lock_token);
+        let acked = turn_ack::ack(self.db(), lock_token, &ack, Some(sent), lease).await;
+        self.settle_earlier(lock_token, earlier, acked.as_ref().map(|_| ()));
+        let (effects, leases) = match acked {
             Ok(done) => done,
             Err(err) => {
                 takers.iter().for_each(|taker| taker.unreserve());
+                if let (Some(lease), Some((_, instance_id))) = (lease, lock_token::parse(lock_token)) {
+                    let held = Held::WorkItems {
+                        instance_id: instance_id.to_owned(),
+                    };
+                    self.remember_if_unsettled(lock_token, &err, lease.secret, held);
+                }
                 return Err(err);
             }
         };
@@ -730,12 +786,23 @@ impl Provider for PostgresProvider {
         // When leasing, local fetches hear of the completion only if the ack could not lock the
         // instance (a turn of it runs, or a fetch holds it for a moment): they would find it locked.
         let sent = (completion.is_some() && taker.is_none()).then(|| self.announce_when_sent(1, 0));
-        let lease = taker.as_ref().map(TurnTaker::lease);
+        let lease = taker
+            .as_ref()
+            .map(|taker| (taker.lease(), lock_token::new_secret()));
         let leasing = taker.is_some();
-        let acked = match worker_queue::ack(self.db(), lock_token, completion.as_ref(), sent, lease).await {
+        let earlier = self.inner.unsettled.take(lock_token);
+        let acked = worker_queue::ack(self.db(), lock_token, completion.as_ref(), sent, lease).await;
+        self.settle_earlier(lock_token, earlier, acked.as_ref().map(|_| ()));
+        let acked = match acked {
             Ok(acked) => acked,
             Err(err) => {
                 self.give_back_turn_taker(taker);
+                if let (Some((_, secret)), Some(completion)) = (lease, &completion) {
+                    let held = Held::Turn {
+                        instance_id: completion.instance_id.clone(),
+                    };
+                    self.remember_if_unsettled(lock_token, &err, secret, held);
+                }
                 return Err(err);
             }
         };

@@ -14,6 +14,7 @@ use duroxide_core::provider::{
     TurnAck, WorkItemLease,
 };
 use tokio_postgres::error::SqlState;
+use uuid::Uuid;
 
 use crate::batch::{Param, Sent};
 
@@ -173,11 +174,12 @@ fn digest(ack: &TurnAck) -> i64 {
 }
 
 /// Work items an ack may store already leased for this process's waiting fetches (see `handoff`):
-/// at most `count`, for `lock`.
+/// at most `count`, for `lock`, under `secret`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LeaseRequest {
     pub(crate) count: usize,
     pub(crate) lock: Duration,
+    pub(crate) secret: Uuid,
 }
 
 /// Whether a work item can be handed to any worker fetch (see `handoff`).
@@ -278,7 +280,7 @@ pub(crate) async fn ack(
     ]);
 
     // Without a lease the lease columns are empty (one statement either way).
-    let lease_secret = lock_token::new_secret();
+    let lease_secret = lease.map_or_else(lock_token::new_secret, |l| l.secret);
     let leasing = !leased.is_empty();
     let lock_ms = lease.filter(|_| leasing).map(|l| rows::duration_ms(l.lock));
     params.extend([

@@ -16,6 +16,7 @@ use crate::mux::Conn;
 use crate::orchestrator_queue::{self, due_from_now, more};
 use crate::rows::{self, get, to_u32, to_u64};
 use crate::turn_ack::MessageColumns;
+use uuid::Uuid;
 
 /// The tag filter as the database function takes it: untagged items admitted, every tag admitted, and
 /// the admitted tags. `None` when the filter admits nothing at all (no query needed).
@@ -154,26 +155,26 @@ pub(crate) fn is_plain(completion: &NewMessage) -> bool {
 }
 
 /// `Provider::ack_work_item`. `sent`: see `batch`. With `lease` (for a plain completion only), also
-/// locks the instance the completion goes to for that long, when no turn of it runs, and returns it
-/// as a fetch would (see `handoff`).
+/// locks the instance the completion goes to for that long under that secret, when no turn of it
+/// runs, and returns it as a fetch would (see `handoff`).
 pub(crate) async fn ack(
     db: &Db,
     token: &str,
     completion: Option<&NewMessage>,
     sent: Option<Sent>,
-    lease: Option<Duration>,
+    lease: Option<(Duration, Uuid)>,
 ) -> Result<WorkAcked, ProviderError> {
     const OP: &str = "ack_work_item";
     let (id, secret) = parse_token(OP, token)?;
     let mut params: Vec<Param> = vec![Box::new(id), Box::new(secret)];
-    let lease_secret = lock_token::new_secret();
+    let lease_secret = lease.map_or_else(lock_token::new_secret, |(_, secret)| secret);
     let (statement, outcome_column) = match completion.filter(|c| is_plain(c)) {
         Some(plain) => {
             params.extend([
                 Box::new(plain.instance_id.clone()) as Param,
                 Box::new(plain.payload.clone()),
                 Box::new(lease.map(|_| lease_secret)),
-                Box::new(lease.map(rows::duration_ms)),
+                Box::new(lease.map(|(lock, _)| rows::duration_ms(lock))),
             ]);
             (&db.sql.complete_work_item, 19)
         }
@@ -205,6 +206,18 @@ pub(crate) async fn ack(
         None
     };
     Ok(WorkAcked { enqueued, turn })
+}
+
+/// Hands back the work items of `instance_id` still leased under `secret` by an ack whose reply was
+/// lost (see `unsettled`): fetchable again at once, their attempts taken back. How many.
+pub(crate) async fn release_unsettled(
+    db: &Db,
+    instance_id: &str,
+    secret: Uuid,
+) -> Result<u64, ProviderError> {
+    const OP: &str = "release_work_item";
+    db.execute(OP, &db.sql.release_unsettled_work_items, &[&instance_id, &secret])
+        .await
 }
 
 /// `Provider::abandon_work_item`.

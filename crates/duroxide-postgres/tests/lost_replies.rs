@@ -1,0 +1,416 @@
+//! Acks whose reply is lost after they committed: the provider reaches the server through a TCP proxy
+//! that can swallow the server's replies and then cut every connection, as a network failure would.
+//! What such an ack leased for this object's waiting fetches must not wait out its lease once the ack
+//! is repeated.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duroxide_core::provider::{
+    ActivityRef, HistoryRecord, NewMessage, NewWorkItem, OrchestrationItem, Provider, ProviderErrorKind,
+    TagFilter, TurnAck, WorkerFetch,
+};
+use duroxide_postgres::{PostgresOptions, PostgresProvider};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_postgres::NoTls;
+
+mod common;
+
+/// Forwards connections to the server; can swallow what the server sends (`mute`) and cut every open
+/// connection (`cut`). New connections are forwarded normally after a cut.
+struct Proxy {
+    port: u16,
+    mute: Arc<AtomicBool>,
+    cuts: watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let mute = Arc::new(AtomicBool::new(false));
+        let (cuts, _) = watch::channel(0u64);
+        let (mute_flag, cut_signal) = (mute.clone(), cuts.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let mut cut = cut_signal.subscribe();
+                cut.borrow_and_update();
+                let mute = mute_flag.clone();
+                tokio::spawn(async move {
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let up = tokio::io::copy(&mut client_read, &mut server_write);
+                    let down = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = server_read.read(&mut buf).await?;
+                            if n == 0 {
+                                return Ok::<(), std::io::Error>(());
+                            }
+                            if !mute.load(Ordering::SeqCst) {
+                                client_write.write_all(&buf[..n]).await?;
+                            }
+                        }
+                    };
+                    // Either side closing, or a cut, drops both sockets.
+                    tokio::select! {
+                        _ = up => {}
+                        _ = down => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, mute, cuts }
+    }
+
+    fn cut(&self) {
+        self.cuts.send_modify(|n| *n += 1);
+        self.mute.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The server's address (from `DUROXIDE_PG_URL`).
+fn server() -> SocketAddr {
+    let config = server_config();
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+        .expect("resolve the server")
+        .next()
+        .expect("an address")
+}
+
+/// A connection string for the server's database and role, through the proxy at `port`.
+fn through_proxy(port: u16) -> String {
+    let config = server_config();
+    let mut conninfo = format!("host=127.0.0.1 port={port}");
+    if let Some(user) = config.get_user() {
+        conninfo.push_str(&format!(" user={user}"));
+    }
+    if let Some(db) = config.get_dbname() {
+        conninfo.push_str(&format!(" dbname={db}"));
+    }
+    if let Some(password) = config.get_password() {
+        let password = String::from_utf8_lossy(password)
+            .replace('\\', "\\\\")
+            .replace('\'', "\\'");
+        conninfo.push_str(&format!(" password='{password}'"));
+    }
+    conninfo
+}
+
+fn server_config() -> tokio_postgres::Config {
+    common::url().parse().expect("DUROXIDE_PG_URL")
+}
+
+fn worker(lock_timeout: Duration) -> WorkerFetch {
+    WorkerFetch {
+        lock_timeout,
+        tag_filter: TagFilter::DefaultOnly,
+        session: None,
+    }
+}
+
+/// A first turn that schedules one activity (event 2).
+fn turn_with_work(instance: &str, execution_id: u64) -> TurnAck {
+    TurnAck {
+        execution_id,
+        history: vec![HistoryRecord {
+            event_id: 1,
+            kind: "Recorded".into(),
+            payload: "{}".into(),
+        }],
+        name: Some("Orchestration".into()),
+        worker_items: vec![NewWorkItem {
+            activity: ActivityRef {
+                instance_id: instance.into(),
+                execution_id,
+                event_id: 2,
+            },
+            payload: "{\"work\":2}".into(),
+            session_id: None,
+            tag: None,
+        }],
+        ..TurnAck::default()
+    }
+}
+
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A provider reaching the server through a proxy, on a fresh schema, with its ack connection open
+/// and the acks' statements prepared (so that a muted ack needs nothing but its own round trip), and
+/// a direct connection to look at the tables.
+struct Setup {
+    proxy: Proxy,
+    p: Arc<PostgresProvider>,
+    direct: tokio_postgres::Client,
+    schema: String,
+}
+
+impl Setup {
+    async fn new(schemas: &common::Schemas) -> Setup {
+        let schema = schemas.fresh();
+        let proxy = Proxy::start(server()).await;
+        let options = PostgresOptions::default().with_schema(schema.clone());
+        let p = Arc::new(
+            PostgresProvider::connect_with(&through_proxy(proxy.port), options)
+                .await
+                .unwrap_or_else(|err| common::no_server(&err)),
+        );
+        let (direct, connection) = tokio_postgres::connect(&common::url(), NoTls)
+            .await
+            .expect("a direct connection");
+        tokio::spawn(connection);
+        p.create_instance(common::start("warm-up")).await.expect("create");
+        let warm = fetch_turn(&p).await;
+        p.ack_orchestration_item(&warm.lock_token, turn_with_work("warm-up", 1))
+            .await
+            .expect("the warm-up ack");
+        let work = p
+            .fetch_work_item(&worker(Duration::from_secs(30)), Duration::ZERO)
+            .await
+            .expect("fetch")
+            .expect("the warm-up work item");
+        p.ack_work_item(&work.lock_token, Some(completion("warm-up")))
+            .await
+            .expect("the warm-up completion");
+        // The turn that takes the completion (it may have gone to the stock), so nothing is left.
+        let done = fetch_turn(&p).await;
+        assert_eq!(done.instance.instance_id, "warm-up");
+        let empty = TurnAck {
+            execution_id: done.instance.current_execution_id,
+            ..TurnAck::default()
+        };
+        p.ack_orchestration_item(&done.lock_token, empty)
+            .await
+            .expect("the warm-up's last ack");
+        Setup {
+            proxy,
+            p,
+            direct,
+            schema,
+        }
+    }
+
+    /// Waits until `sql` (one boolean) returns a row, and returns it.
+    async fn when_committed(&self, sql: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(row) = self.direct.query_opt(sql, &[]).await.expect("look at the tables") {
+                return row.get(0);
+            }
+            assert!(Instant::now() < deadline, "the ack never committed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+async fn fetch_turn(p: &PostgresProvider) -> OrchestrationItem {
+    p.fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO)
+        .await
+        .expect("fetch")
+        .expect("an instance with work")
+}
+
+/// Activity 2's completion for `instance`.
+fn completion(instance: &str) -> NewMessage {
+    NewMessage {
+        instance_id: instance.into(),
+        payload: "{\"completed\":2}".into(),
+        visible_at_ms: None,
+        creates: None,
+    }
+}
+
+/// A turn's ack leases its new work item to the object's idle worker fetch; the ack commits but its
+/// reply never arrives. When the runtime repeats the ack (which then reports success), the work item
+/// goes to the waiting fetch at once, not after the lease the lost attempt took (a minute here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_leased_by_an_ack_whose_reply_was_lost_is_handed_back_when_it_is_repeated() {
+    let schemas = common::Schemas::default();
+    let setup = Setup::new(&schemas).await;
+    let (p, proxy, schema) = (&setup.p, &setup.proxy, &setup.schema);
+    p.create_instance(common::start("i1")).await.expect("create");
+    let item = fetch_turn(p).await;
+    let lease_lock = Duration::from_secs(60);
+    let waiting = tokio::spawn({
+        let p = p.clone();
+        async move {
+            p.fetch_work_item(&worker(lease_lock), Duration::from_secs(20))
+                .await
+        }
+    });
+    wait_until("the worker fetch waits between looks", || {
+        p.stats().idle_fetches == 1
+    })
+    .await;
+
+    let ack = turn_with_work("i1", item.instance.current_execution_id);
+    proxy.mute.store(true, Ordering::SeqCst);
+    let first = tokio::spawn({
+        let (p, token, ack) = (p.clone(), item.lock_token.clone(), ack.clone());
+        async move { p.ack_orchestration_item(&token, ack).await }
+    });
+    // The ack commits (its work item appears, leased for the waiting fetch); its reply is swallowed.
+    let was_leased = setup
+        .when_committed(&format!(
+            "SELECT lock_token IS NOT NULL FROM \"{schema}\".worker_queue WHERE instance_id = 'i1'"
+        ))
+        .await;
+    assert!(was_leased, "the ack leased its work item for the idle fetch");
+    proxy.cut();
+    let lost = first.await.expect("join");
+    assert_eq!(
+        lost.map_err(|e| e.kind),
+        Err(ProviderErrorKind::Retryable),
+        "a lost reply is retryable"
+    );
+
+    // The runtime repeats the ack; it is recognised as done.
+    let repeated_at = Instant::now();
+    let deadline = repeated_at + Duration::from_secs(10);
+    loop {
+        match p.ack_orchestration_item(&item.lock_token, ack.clone()).await {
+            Ok(()) => break,
+            Err(err) => {
+                assert_eq!(err.kind, ProviderErrorKind::Retryable, "{err}");
+                assert!(Instant::now() < deadline, "the repeated ack kept failing: {err}");
+            }
+        }
+    }
+    // The waiting fetch gets the item (a look on a connection the cut closed fails as retryable, and
+    // the runtime fetches again, as here).
+    let deadline = repeated_at + Duration::from_secs(10);
+    let mut fetched = waiting.await.expect("join");
+    let lease = loop {
+        match fetched {
+            Ok(Some(lease)) => break lease,
+            Ok(None) => {}
+            Err(err) => assert_eq!(err.kind, ProviderErrorKind::Retryable, "{err}"),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "the work item did not come well before the lost lease ran out"
+        );
+        fetched = p.fetch_work_item(&worker(lease_lock), left).await;
+    };
+    assert_eq!(lease.activity.event_id, 2);
+    assert_eq!(lease.attempt, 1, "the lost attempt's lease was not counted");
+    p.ack_work_item(&lease.lock_token, None)
+        .await
+        .expect("the new lease acks");
+    assert_eq!(p.get_queue_depths().await.expect("depths").worker_queue, 0);
+}
+
+/// An activity's ack locks the instance its completion goes to for the object's idle orchestration
+/// fetch; the ack commits but its reply never arrives. When the runtime repeats the ack (the work item
+/// is gone, so it reports the lease lost), the instance goes to the waiting fetch at once, not after
+/// the lock the lost attempt took (a minute here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_locked_by_an_ack_whose_reply_was_lost_is_handed_back_when_it_is_repeated() {
+    let schemas = common::Schemas::default();
+    let setup = Setup::new(&schemas).await;
+    let (p, proxy, schema) = (&setup.p, &setup.proxy, &setup.schema);
+    p.create_instance(common::start("i1")).await.expect("create");
+    let item = fetch_turn(p).await;
+    p.ack_orchestration_item(
+        &item.lock_token,
+        turn_with_work("i1", item.instance.current_execution_id),
+    )
+    .await
+    .expect("the first turn");
+    let work = p
+        .fetch_work_item(&worker(Duration::from_secs(30)), Duration::ZERO)
+        .await
+        .expect("fetch")
+        .expect("the activity");
+    let lock = Duration::from_secs(60);
+    let waiting = tokio::spawn({
+        let p = p.clone();
+        async move { p.fetch_orchestration_item(lock, Duration::from_secs(20)).await }
+    });
+    wait_until("the orchestration fetch waits between looks", || {
+        p.stats().idle_fetches == 1
+    })
+    .await;
+
+    proxy.mute.store(true, Ordering::SeqCst);
+    let first = tokio::spawn({
+        let (p, token) = (p.clone(), work.lock_token.clone());
+        async move { p.ack_work_item(&token, Some(completion("i1"))).await }
+    });
+    // The ack commits (the work item goes, the instance is locked for the waiting fetch); its reply
+    // is swallowed.
+    let was_locked = setup
+        .when_committed(&format!(
+            "SELECT i.lock_token IS NOT NULL FROM \"{schema}\".instances AS i WHERE i.instance_id = 'i1' \
+             AND NOT EXISTS (SELECT 1 FROM \"{schema}\".worker_queue AS w WHERE w.instance_id = 'i1')"
+        ))
+        .await;
+    assert!(was_locked, "the ack locked the instance for the idle fetch");
+    proxy.cut();
+    let lost = first.await.expect("join");
+    assert_eq!(
+        lost.map_err(|e| e.kind),
+        Err(ProviderErrorKind::Retryable),
+        "a lost reply is retryable"
+    );
+
+    // The runtime repeats the ack: the completion is stored, so the item is gone (the result is
+    // discarded as for a lost lease).
+    let repeated_at = Instant::now();
+    let deadline = repeated_at + Duration::from_secs(10);
+    loop {
+        match p.ack_work_item(&work.lock_token, Some(completion("i1"))).await {
+            Err(err) if err.kind == ProviderErrorKind::LockLost => break,
+            Err(err) => {
+                assert_eq!(err.kind, ProviderErrorKind::Retryable, "{err}");
+                assert!(Instant::now() < deadline, "the repeated ack kept failing: {err}");
+            }
+            Ok(()) => panic!("the completion was stored twice"),
+        }
+    }
+    let deadline = repeated_at + Duration::from_secs(10);
+    let mut fetched = waiting.await.expect("join");
+    let turn = loop {
+        match fetched {
+            Ok(Some(turn)) => break turn,
+            Ok(None) => {}
+            Err(err) => assert_eq!(err.kind, ProviderErrorKind::Retryable, "{err}"),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "the instance did not come well before the lost lock ran out"
+        );
+        fetched = p.fetch_orchestration_item(lock, left).await;
+    };
+    assert_eq!(turn.instance.instance_id, "i1");
+    assert_eq!(turn.messages.len(), 1, "the completion, stored once");
+    assert_eq!(turn.attempt, 1, "the lost attempt's lock was not counted");
+    let empty = TurnAck {
+        execution_id: turn.instance.current_execution_id,
+        ..TurnAck::default()
+    };
+    p.ack_orchestration_item(&turn.lock_token, empty)
+        .await
+        .expect("the new lock acks");
+}
