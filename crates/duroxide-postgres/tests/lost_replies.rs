@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use duroxide_core::provider::{
-    ActivityRef, HistoryRecord, NewMessage, NewWorkItem, OrchestrationItem, Provider, ProviderErrorKind,
-    TagFilter, TurnAck, WorkerFetch,
+    ActivityRef, HistoryRecord, NewMessage, NewWorkItem, OrchestrationItem, Provider, ProviderError,
+    ProviderErrorKind, TagFilter, TurnAck, WorkerFetch,
 };
 use duroxide_postgres::{PostgresOptions, PostgresProvider};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -220,6 +220,74 @@ impl Setup {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+
+    /// Runs `ack` with the server's replies swallowed, waits until `committed` (one boolean, true when
+    /// the ack leased what it should) returns a row, then cuts the connections: the ack must fail as
+    /// retryable.
+    async fn commit_without_reply<T: std::fmt::Debug + Send + 'static>(
+        &self,
+        committed: &str,
+        ack: impl std::future::Future<Output = Result<T, ProviderError>> + Send + 'static,
+    ) {
+        self.proxy.mute.store(true, Ordering::SeqCst);
+        let first = tokio::spawn(ack);
+        assert!(
+            self.when_committed(committed).await,
+            "the ack leased for the idle fetch"
+        );
+        self.proxy.cut();
+        let lost = first.await.expect("join");
+        assert_eq!(
+            lost.err().map(|e| e.kind),
+            Some(ProviderErrorKind::Retryable),
+            "a lost reply is retryable"
+        );
+    }
+}
+
+/// Repeats `call` while it fails as retryable (connections the cut closed), until `deadline`.
+async fn until_answered<T, F, Fut>(deadline: Instant, mut call: F) -> Result<T, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ProviderError>>,
+{
+    loop {
+        match call().await {
+            Err(err) if err.kind == ProviderErrorKind::Retryable => {
+                assert!(Instant::now() < deadline, "the call kept failing: {err}");
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// What the fetch that was waiting (`first`) or the fetches after it (`again`, given the time left)
+/// get before `deadline`: a look on a connection the cut closed fails as retryable, and the runtime
+/// fetches again, as here.
+async fn fetched_by<T, F, Fut>(
+    deadline: Instant,
+    first: Result<Option<T>, ProviderError>,
+    what: &str,
+    mut again: F,
+) -> T
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, ProviderError>>,
+{
+    let mut fetched = first;
+    loop {
+        match fetched {
+            Ok(Some(item)) => return item,
+            Ok(None) => {}
+            Err(err) => assert_eq!(err.kind, ProviderErrorKind::Retryable, "{err}"),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "{what} did not come well before the lost lease ran out"
+        );
+        fetched = again(left).await;
+    }
 }
 
 async fn fetch_turn(p: &PostgresProvider) -> OrchestrationItem {
@@ -246,7 +314,7 @@ fn completion(instance: &str) -> NewMessage {
 async fn work_leased_by_an_ack_whose_reply_was_lost_is_handed_back_when_it_is_repeated() {
     let schemas = common::Schemas::default();
     let setup = Setup::new(&schemas).await;
-    let (p, proxy, schema) = (&setup.p, &setup.proxy, &setup.schema);
+    let (p, schema) = (&setup.p, &setup.schema);
     p.create_instance(common::start("i1")).await.expect("create");
     let item = fetch_turn(p).await;
     let lease_lock = Duration::from_secs(60);
@@ -263,55 +331,30 @@ async fn work_leased_by_an_ack_whose_reply_was_lost_is_handed_back_when_it_is_re
     .await;
 
     let ack = turn_with_work("i1", item.instance.current_execution_id);
-    proxy.mute.store(true, Ordering::SeqCst);
-    let first = tokio::spawn({
-        let (p, token, ack) = (p.clone(), item.lock_token.clone(), ack.clone());
-        async move { p.ack_orchestration_item(&token, ack).await }
-    });
     // The ack commits (its work item appears, leased for the waiting fetch); its reply is swallowed.
-    let was_leased = setup
-        .when_committed(&format!(
-            "SELECT lock_token IS NOT NULL FROM \"{schema}\".worker_queue WHERE instance_id = 'i1'"
-        ))
+    setup
+        .commit_without_reply(
+            &format!("SELECT lock_token IS NOT NULL FROM \"{schema}\".worker_queue WHERE instance_id = 'i1'"),
+            {
+                let (p, token, ack) = (p.clone(), item.lock_token.clone(), ack.clone());
+                async move { p.ack_orchestration_item(&token, ack).await }
+            },
+        )
         .await;
-    assert!(was_leased, "the ack leased its work item for the idle fetch");
-    proxy.cut();
-    let lost = first.await.expect("join");
-    assert_eq!(
-        lost.map_err(|e| e.kind),
-        Err(ProviderErrorKind::Retryable),
-        "a lost reply is retryable"
-    );
 
-    // The runtime repeats the ack; it is recognised as done.
-    let repeated_at = Instant::now();
-    let deadline = repeated_at + Duration::from_secs(10);
-    loop {
-        match p.ack_orchestration_item(&item.lock_token, ack.clone()).await {
-            Ok(()) => break,
-            Err(err) => {
-                assert_eq!(err.kind, ProviderErrorKind::Retryable, "{err}");
-                assert!(Instant::now() < deadline, "the repeated ack kept failing: {err}");
-            }
-        }
-    }
-    // The waiting fetch gets the item (a look on a connection the cut closed fails as retryable, and
-    // the runtime fetches again, as here).
-    let deadline = repeated_at + Duration::from_secs(10);
-    let mut fetched = waiting.await.expect("join");
-    let lease = loop {
-        match fetched {
-            Ok(Some(lease)) => break lease,
-            Ok(None) => {}
-            Err(err) => assert_eq!(err.kind, ProviderErrorKind::Retryable, "{err}"),
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "the work item did not come well before the lost lease ran out"
-        );
-        fetched = p.fetch_work_item(&worker(lease_lock), left).await;
-    };
+    // The runtime repeats the ack; it is recognised as done, and the item goes to the fetch.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    until_answered(deadline, || {
+        p.ack_orchestration_item(&item.lock_token, ack.clone())
+    })
+    .await
+    .expect("the repeated ack is recognised as done");
+    let first = waiting.await.expect("join");
+    let request = worker(lease_lock);
+    let lease = fetched_by(deadline, first, "the work item", |left| {
+        p.fetch_work_item(&request, left)
+    })
+    .await;
     assert_eq!(lease.activity.event_id, 2);
     assert_eq!(lease.attempt, 1, "the lost attempt's lease was not counted");
     p.ack_work_item(&lease.lock_token, None)
@@ -328,7 +371,7 @@ async fn work_leased_by_an_ack_whose_reply_was_lost_is_handed_back_when_it_is_re
 async fn an_instance_locked_by_an_ack_whose_reply_was_lost_is_handed_back_when_it_is_repeated() {
     let schemas = common::Schemas::default();
     let setup = Setup::new(&schemas).await;
-    let (p, proxy, schema) = (&setup.p, &setup.proxy, &setup.schema);
+    let (p, schema) = (&setup.p, &setup.schema);
     p.create_instance(common::start("i1")).await.expect("create");
     let item = fetch_turn(p).await;
     p.ack_orchestration_item(
@@ -352,57 +395,38 @@ async fn an_instance_locked_by_an_ack_whose_reply_was_lost_is_handed_back_when_i
     })
     .await;
 
-    proxy.mute.store(true, Ordering::SeqCst);
-    let first = tokio::spawn({
-        let (p, token) = (p.clone(), work.lock_token.clone());
-        async move { p.ack_work_item(&token, Some(completion("i1"))).await }
-    });
     // The ack commits (the work item goes, the instance is locked for the waiting fetch); its reply
     // is swallowed.
-    let was_locked = setup
-        .when_committed(&format!(
-            "SELECT i.lock_token IS NOT NULL FROM \"{schema}\".instances AS i WHERE i.instance_id = 'i1' \
-             AND NOT EXISTS (SELECT 1 FROM \"{schema}\".worker_queue AS w WHERE w.instance_id = 'i1')"
-        ))
+    setup
+        .commit_without_reply(
+            &format!(
+                "SELECT i.lock_token IS NOT NULL FROM \"{schema}\".instances AS i WHERE i.instance_id = 'i1' \
+                 AND NOT EXISTS (SELECT 1 FROM \"{schema}\".worker_queue AS w WHERE w.instance_id = 'i1')"
+            ),
+            {
+                let (p, token) = (p.clone(), work.lock_token.clone());
+                async move { p.ack_work_item(&token, Some(completion("i1"))).await }
+            },
+        )
         .await;
-    assert!(was_locked, "the ack locked the instance for the idle fetch");
-    proxy.cut();
-    let lost = first.await.expect("join");
-    assert_eq!(
-        lost.map_err(|e| e.kind),
-        Err(ProviderErrorKind::Retryable),
-        "a lost reply is retryable"
-    );
 
     // The runtime repeats the ack: the completion is stored, so the item is gone (the result is
-    // discarded as for a lost lease).
-    let repeated_at = Instant::now();
-    let deadline = repeated_at + Duration::from_secs(10);
-    loop {
-        match p.ack_work_item(&work.lock_token, Some(completion("i1"))).await {
-            Err(err) if err.kind == ProviderErrorKind::LockLost => break,
-            Err(err) => {
-                assert_eq!(err.kind, ProviderErrorKind::Retryable, "{err}");
-                assert!(Instant::now() < deadline, "the repeated ack kept failing: {err}");
-            }
-            Ok(()) => panic!("the completion was stored twice"),
-        }
-    }
-    let deadline = repeated_at + Duration::from_secs(10);
-    let mut fetched = waiting.await.expect("join");
-    let turn = loop {
-        match fetched {
-            Ok(Some(turn)) => break turn,
-            Ok(None) => {}
-            Err(err) => assert_eq!(err.kind, ProviderErrorKind::Retryable, "{err}"),
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "the instance did not come well before the lost lock ran out"
-        );
-        fetched = p.fetch_orchestration_item(lock, left).await;
-    };
+    // discarded as for a lost lease), and the instance goes to the fetch.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let repeated = until_answered(deadline, || {
+        p.ack_work_item(&work.lock_token, Some(completion("i1")))
+    })
+    .await;
+    assert_eq!(
+        repeated.map_err(|e| e.kind),
+        Err(ProviderErrorKind::LockLost),
+        "stored once"
+    );
+    let first = waiting.await.expect("join");
+    let turn = fetched_by(deadline, first, "the instance", |left| {
+        p.fetch_orchestration_item(lock, left)
+    })
+    .await;
     assert_eq!(turn.instance.instance_id, "i1");
     assert_eq!(turn.messages.len(), 1, "the completion, stored once");
     assert_eq!(turn.attempt, 1, "the lost attempt's lock was not counted");
