@@ -713,7 +713,11 @@ impl Provider for PostgresProvider {
         lock_token: &str,
         delay: Option<Duration>,
     ) -> Result<(), ProviderError> {
-        orchestrator_queue::abandon(self.db(), lock_token, delay).await?;
+        // A runtime that gives up on an ack abandons its turn: that settles earlier attempts too.
+        let earlier = self.inner.unsettled.take(lock_token);
+        let abandoned = orchestrator_queue::abandon(self.db(), lock_token, delay).await;
+        self.settle_earlier(lock_token, earlier, abandoned.as_ref().map(|_| ()));
+        abandoned?;
         // Waiting fetches must look again: at once (no delay) or to learn the new due time.
         self.announce(Queue::Orchestrator, Wake::All);
         Ok(())
@@ -825,7 +829,10 @@ impl Provider for PostgresProvider {
         lock_token: &str,
         delay: Option<Duration>,
     ) -> Result<(), ProviderError> {
-        worker_queue::abandon(self.db(), lock_token, delay).await?;
+        let earlier = self.inner.unsettled.take(lock_token);
+        let abandoned = worker_queue::abandon(self.db(), lock_token, delay).await;
+        self.settle_earlier(lock_token, earlier, abandoned.as_ref().map(|_| ()));
+        abandoned?;
         // As for orchestrations: at once, or to learn the new due time.
         self.announce(Queue::Worker, Wake::All);
         Ok(())

@@ -7,10 +7,11 @@
 //! take the item: a worker lock timeout (30 s by default) for a work item.
 //!
 //! So the provider remembers the secret of every leasing ack that failed that way, under the ack's
-//! token, and when an ack with the same token runs again and gets an answer, hands back whatever is
-//! still leased under those secrets. By then the first attempt has settled: the repeat either waited
-//! for its row locks (the instance for a turn, the work item for an activity) or ran first, in which
-//! case the first attempt leases nothing when it runs. The secrets are random and were handed to no
+//! token, and when an ack with the same token runs again and gets an answer (or the runtime gives up
+//! and abandons the item with that token), hands back whatever is still leased under those secrets.
+//! By then the first attempt has settled: the repeat either waited for its row locks (the instance
+//! for a turn, the work item for an activity) or ran first, in which case the first attempt leases
+//! nothing when it runs. The secrets are random and were handed to no
 //! fetch, so what holds one is always safe to hand back; when nothing does, the hand-back changes
 //! nothing.
 

@@ -307,11 +307,30 @@ fn completion(instance: &str) -> NewMessage {
     }
 }
 
+/// What the runtime does after an ack failed as retryable.
+#[derive(Clone, Copy)]
+enum Then {
+    /// Repeats it (it then reports success: the first attempt committed).
+    Repeat,
+    /// Gives up and abandons the turn (refused: the first attempt already released the instance).
+    Abandon,
+}
+
 /// A turn's ack leases its new work item to the object's idle worker fetch; the ack commits but its
-/// reply never arrives. When the runtime repeats the ack (which then reports success), the work item
-/// goes to the waiting fetch at once, not after the lease the lost attempt took (a minute here).
+/// reply never arrives. When the runtime repeats the ack, the work item goes to the waiting fetch at
+/// once, not after the lease the lost attempt took (a minute here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_leased_by_an_ack_whose_reply_was_lost_is_handed_back_when_it_is_repeated() {
+    work_leased_by_a_lost_ack(Then::Repeat).await;
+}
+
+/// As above, when the runtime abandons the turn instead of repeating its ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_leased_by_an_ack_whose_reply_was_lost_is_handed_back_when_the_turn_is_abandoned() {
+    work_leased_by_a_lost_ack(Then::Abandon).await;
+}
+
+async fn work_leased_by_a_lost_ack(then: Then) {
     let schemas = common::Schemas::default();
     let setup = Setup::new(&schemas).await;
     let (p, schema) = (&setup.p, &setup.schema);
@@ -342,13 +361,21 @@ async fn work_leased_by_an_ack_whose_reply_was_lost_is_handed_back_when_it_is_re
         )
         .await;
 
-    // The runtime repeats the ack; it is recognised as done, and the item goes to the fetch.
+    // The runtime repeats the ack (recognised as done) or abandons the turn (refused), and the item
+    // goes to the fetch.
     let deadline = Instant::now() + Duration::from_secs(10);
-    until_answered(deadline, || {
-        p.ack_orchestration_item(&item.lock_token, ack.clone())
-    })
-    .await
-    .expect("the repeated ack is recognised as done");
+    match then {
+        Then::Repeat => until_answered(deadline, || {
+            p.ack_orchestration_item(&item.lock_token, ack.clone())
+        })
+        .await
+        .expect("the repeated ack is recognised as done"),
+        Then::Abandon => {
+            let abandoned =
+                until_answered(deadline, || p.abandon_orchestration_item(&item.lock_token, None)).await;
+            assert_eq!(abandoned.map_err(|e| e.kind), Err(ProviderErrorKind::LockLost));
+        }
+    }
     let first = waiting.await.expect("join");
     let request = worker(lease_lock);
     let lease = fetched_by(deadline, first, "the work item", |left| {
