@@ -242,7 +242,9 @@ impl PostgresProvider {
     /// Hands back a leased work item nobody will run (its fetch went away): fetchable again at once.
     fn release_work(&self, lease: WorkItemLease) {
         self.hand_back(Queue::Worker, move |provider| async move {
-            worker_queue::release(provider.db(), &lease.lock_token).await
+            worker_queue::release(provider.db(), &lease.lock_token)
+                .await
+                .map(|()| 1)
         });
     }
 
@@ -257,23 +259,33 @@ impl PostgresProvider {
         for (secret, held) in earlier {
             match held {
                 Held::WorkItems { instance_id } => {
-                    let provider = self.clone();
-                    tokio::spawn(async move {
-                        let released =
-                            worker_queue::release_unsettled(provider.db(), &instance_id, secret).await;
-                        if let Ok(n @ 1..) = released {
-                            provider.announce(Queue::Worker, Wake::items(n as usize));
-                        }
+                    self.hand_back(Queue::Worker, move |provider| async move {
+                        worker_queue::release_unsettled(provider.db(), &instance_id, secret).await
                     });
                 }
                 Held::Turn { instance_id } => {
                     let token = lock_token::token(secret, &instance_id);
                     self.hand_back(Queue::Orchestrator, move |provider| async move {
-                        orchestrator_queue::release(provider.db(), &token).await
+                        orchestrator_queue::release(provider.db(), &token)
+                            .await
+                            .map(|()| 1)
                     });
                 }
             }
         }
+    }
+
+    /// Runs `operation` on the item with `token` (an ack or an abandon), then settles what earlier
+    /// attempts of its ack that lost their reply leased.
+    async fn settling<T>(
+        &self,
+        token: &str,
+        operation: impl Future<Output = Result<T, ProviderError>>,
+    ) -> Result<T, ProviderError> {
+        let earlier = self.inner.unsettled.take(token);
+        let result = operation.await;
+        self.settle_earlier(token, earlier, result.as_ref().map(|_| ()));
+        result
     }
 
     /// Remembers what an ack that failed with `err` may have leased under `secret` (see `unsettled`).
@@ -286,7 +298,9 @@ impl PostgresProvider {
     /// Hands back a locked instance nobody will run a turn of (its fetch went away).
     fn release_turn(&self, item: OrchestrationItem) {
         self.hand_back(Queue::Orchestrator, move |provider| async move {
-            orchestrator_queue::release(provider.db(), &item.lock_token).await
+            orchestrator_queue::release(provider.db(), &item.lock_token)
+                .await
+                .map(|()| 1)
         });
     }
 
@@ -407,16 +421,17 @@ impl PostgresProvider {
         }
     }
 
-    /// Runs `abandon` in the background; once it handed the item back, fetches hear of it.
+    /// Runs `abandon` in the background; once it handed items back (how many it returns), fetches
+    /// hear of them.
     fn hand_back<F, Fut>(&self, queue: Queue, abandon: F)
     where
         F: FnOnce(PostgresProvider) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<(), ProviderError>> + Send,
+        Fut: Future<Output = Result<u64, ProviderError>> + Send,
     {
         let provider = self.clone();
         tokio::spawn(async move {
-            if abandon(provider.clone()).await.is_ok() {
-                provider.announce(queue, Wake::Some(1));
+            if let Ok(n @ 1..) = abandon(provider.clone()).await {
+                provider.announce(queue, Wake::items(usize::try_from(n).unwrap_or(usize::MAX)));
             }
         });
     }
@@ -668,9 +683,12 @@ impl Provider for PostgresProvider {
         });
         let messages = ack.messages.len();
         let sent = self.announce_when_sent(messages, ack.worker_items.len() - takers.len());
-        let earlier = self.inner.unsettled.take(lock_token);
-        let acked = turn_ack::ack(self.db(), lock_token, &ack, Some(sent), lease).await;
-        self.settle_earlier(lock_token, earlier, acked.as_ref().map(|_| ()));
+        let acked = self
+            .settling(
+                lock_token,
+                turn_ack::ack(self.db(), lock_token, &ack, Some(sent), lease),
+            )
+            .await;
         let (effects, leases) = match acked {
             Ok(done) => done,
             Err(err) => {
@@ -714,9 +732,12 @@ impl Provider for PostgresProvider {
         delay: Option<Duration>,
     ) -> Result<(), ProviderError> {
         // A runtime that gives up on an ack abandons its turn: that settles earlier attempts too.
-        let earlier = self.inner.unsettled.take(lock_token);
-        let abandoned = orchestrator_queue::abandon(self.db(), lock_token, delay).await;
-        self.settle_earlier(lock_token, earlier, abandoned.as_ref().map(|_| ()));
+        let abandoned = self
+            .settling(
+                lock_token,
+                orchestrator_queue::abandon(self.db(), lock_token, delay),
+            )
+            .await;
         abandoned?;
         // Waiting fetches must look again: at once (no delay) or to learn the new due time.
         self.announce(Queue::Orchestrator, Wake::All);
@@ -794,9 +815,12 @@ impl Provider for PostgresProvider {
             .as_ref()
             .map(|taker| (taker.lease(), lock_token::new_secret()));
         let leasing = taker.is_some();
-        let earlier = self.inner.unsettled.take(lock_token);
-        let acked = worker_queue::ack(self.db(), lock_token, completion.as_ref(), sent, lease).await;
-        self.settle_earlier(lock_token, earlier, acked.as_ref().map(|_| ()));
+        let acked = self
+            .settling(
+                lock_token,
+                worker_queue::ack(self.db(), lock_token, completion.as_ref(), sent, lease),
+            )
+            .await;
         let acked = match acked {
             Ok(acked) => acked,
             Err(err) => {
@@ -829,9 +853,9 @@ impl Provider for PostgresProvider {
         lock_token: &str,
         delay: Option<Duration>,
     ) -> Result<(), ProviderError> {
-        let earlier = self.inner.unsettled.take(lock_token);
-        let abandoned = worker_queue::abandon(self.db(), lock_token, delay).await;
-        self.settle_earlier(lock_token, earlier, abandoned.as_ref().map(|_| ()));
+        let abandoned = self
+            .settling(lock_token, worker_queue::abandon(self.db(), lock_token, delay))
+            .await;
         abandoned?;
         // As for orchestrations: at once, or to learn the new due time.
         self.announce(Queue::Worker, Wake::All);

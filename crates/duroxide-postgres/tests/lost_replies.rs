@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use duroxide_core::provider::{
     ActivityRef, HistoryRecord, NewMessage, NewWorkItem, OrchestrationItem, Provider, ProviderError,
-    ProviderErrorKind, TagFilter, TurnAck, WorkerFetch,
+    ProviderErrorKind, TagFilter, TurnAck, WorkItemLease, WorkerFetch,
 };
 use duroxide_postgres::{PostgresOptions, PostgresProvider};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -178,16 +178,7 @@ impl Setup {
             .await
             .expect("a direct connection");
         tokio::spawn(connection);
-        p.create_instance(common::start("warm-up")).await.expect("create");
-        let warm = fetch_turn(&p).await;
-        p.ack_orchestration_item(&warm.lock_token, turn_with_work("warm-up", 1))
-            .await
-            .expect("the warm-up ack");
-        let work = p
-            .fetch_work_item(&worker(Duration::from_secs(30)), Duration::ZERO)
-            .await
-            .expect("fetch")
-            .expect("the warm-up work item");
+        let work = running_activity(&p, "warm-up").await;
         p.ack_work_item(&work.lock_token, Some(completion("warm-up")))
             .await
             .expect("the warm-up completion");
@@ -288,6 +279,20 @@ where
         );
         fetched = again(left).await;
     }
+}
+
+/// A new instance whose first turn (acked normally) scheduled activity 2, leased to this caller.
+async fn running_activity(p: &PostgresProvider, instance: &str) -> WorkItemLease {
+    p.create_instance(common::start(instance)).await.expect("create");
+    let item = fetch_turn(p).await;
+    let first = turn_with_work(instance, item.instance.current_execution_id);
+    p.ack_orchestration_item(&item.lock_token, first)
+        .await
+        .expect("the first turn");
+    p.fetch_work_item(&worker(Duration::from_secs(30)), Duration::ZERO)
+        .await
+        .expect("fetch")
+        .expect("the activity")
 }
 
 async fn fetch_turn(p: &PostgresProvider) -> OrchestrationItem {
@@ -399,19 +404,7 @@ async fn an_instance_locked_by_an_ack_whose_reply_was_lost_is_handed_back_when_i
     let schemas = common::Schemas::default();
     let setup = Setup::new(&schemas).await;
     let (p, schema) = (&setup.p, &setup.schema);
-    p.create_instance(common::start("i1")).await.expect("create");
-    let item = fetch_turn(p).await;
-    p.ack_orchestration_item(
-        &item.lock_token,
-        turn_with_work("i1", item.instance.current_execution_id),
-    )
-    .await
-    .expect("the first turn");
-    let work = p
-        .fetch_work_item(&worker(Duration::from_secs(30)), Duration::ZERO)
-        .await
-        .expect("fetch")
-        .expect("the activity");
+    let work = running_activity(p, "i1").await;
     let lock = Duration::from_secs(60);
     let waiting = tokio::spawn({
         let p = p.clone();
