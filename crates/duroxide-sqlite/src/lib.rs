@@ -23,8 +23,8 @@
 //!   one that can take the item.)
 //! * **Durability.** File databases use WAL with `synchronous = NORMAL` by default, SQLite's standard
 //!   pairing for WAL: a commit survives a process crash at once and a power loss from the next
-//!   checkpoint on. Checkpoints run on a background connection so the writer never waits for their
-//!   fsyncs. [`Durability::Full`] syncs every commit instead. In-memory databases
+//!   checkpoint on. Checkpoints run on a background connection so the writer rarely waits for their
+//!   fsyncs (only for a short last pass that lets a long WAL start over). [`Durability::Full`] syncs every commit instead. In-memory databases
 //!   ([`SqliteProvider::in_memory`]) run the same schema and transactions.
 //! * **Schema.** Versioned, forward-only migrations recorded in `schema_migrations`; a database from a
 //!   newer version is refused ([`OpenError::SchemaTooNew`]) before anything is written. Hot statements

@@ -6,8 +6,8 @@
 pub enum Durability {
     /// WAL with `synchronous = NORMAL`, SQLite's standard setting for WAL. A commit survives a crash of
     /// the process at once, and a power loss or operating-system crash once the next checkpoint has
-    /// synced the WAL (the provider checkpoints in the background about four times a second while
-    /// there are commits). After a power loss the database is always consistent; at worst the last
+    /// synced the WAL (the provider checkpoints in the background every 25 to 100 ms while there
+    /// are commits). After a power loss the database is always consistent; at worst the last
     /// moments of work are redone, which a durable-execution engine is built to tolerate.
     #[default]
     Normal,

@@ -13,7 +13,7 @@ use duroxide_core::provider::{
 };
 use rusqlite::Connection;
 
-use crate::checkpointer::Checkpointer;
+use crate::checkpointer::{Checkpointer, WalUse};
 use crate::clock::duration_ms;
 use crate::connection;
 use crate::error::OpenError;
@@ -96,19 +96,20 @@ impl SqliteProvider {
         let (writer, reader, checkpointer) = match &location {
             Location::File(path) => {
                 let conn = connection::open_file(path, options.durability)?;
-                let checkpointer = Checkpointer::start(path).map_err(thread_error)?;
+                let wal = Arc::new(WalUse::default());
                 let config = WriterConfig {
                     // Each commit waits for an fsync (milliseconds): too long for an async thread.
                     all_long: options.durability == Durability::Full,
                     idle: Some(external_change_watch(wakeups.clone())),
-                    commits: Some(checkpointer.commit_counter()),
+                    wal: Some(wal.clone()),
                 };
                 let writer = Writer::start(conn, config).map_err(thread_error)?;
-                let reader = Reader::open(path).map_err(|source| OpenError::Setup {
+                let reader = Reader::open(path, wal.clone()).map_err(|source| OpenError::Setup {
                     path: path.clone(),
                     step: "opening the reading connection".into(),
                     source,
                 })?;
+                let checkpointer = Checkpointer::start(path, wal).map_err(thread_error)?;
                 (writer, Some(reader), Some(checkpointer))
             }
             Location::Memory => {
@@ -116,7 +117,7 @@ impl SqliteProvider {
                 let config = WriterConfig {
                     all_long: false,
                     idle: None,
-                    commits: None,
+                    wal: None,
                 };
                 (Writer::start(conn, config).map_err(thread_error)?, None, None)
             }

@@ -10,15 +10,18 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use duroxide_core::provider::ProviderError;
 use rusqlite::Connection;
 
+use crate::checkpointer::WalUse;
 use crate::error::sql_error;
 
 pub(crate) struct Reader {
     conn: Mutex<Connection>,
+    /// Shared with the checkpointer, which may hold reads off for a few milliseconds.
+    wal: Arc<WalUse>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -29,10 +32,11 @@ impl std::fmt::Debug for Reader {
 
 impl Reader {
     /// Opens the reading connection of the (already migrated) database at `path`.
-    pub(crate) fn open(path: &Path) -> rusqlite::Result<Reader> {
+    pub(crate) fn open(path: &Path, wal: Arc<WalUse>) -> rusqlite::Result<Reader> {
         let conn = crate::connection::open_reader(path)?;
         Ok(Reader {
             conn: Mutex::new(conn),
+            wal,
         })
     }
 
@@ -44,6 +48,7 @@ impl Reader {
     ) -> Result<T, ProviderError> {
         // A panic in `work` is caught below; the connection is then outside any transaction.
         let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let _transaction = self.wal.transaction();
         conn.prepare_cached("BEGIN")
             .and_then(|mut stmt| stmt.execute([]))
             .map_err(|err| sql_error(operation, err))?;
@@ -86,7 +91,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("r.db");
         let writer = crate::connection::open_file(&path, Durability::Normal).expect("open");
-        let reader = Reader::open(&path).expect("reader");
+        let reader = Reader::open(&path, Arc::default()).expect("reader");
 
         writer.execute_batch("BEGIN IMMEDIATE").expect("begin");
         writer.execute(INSERT, []).expect("insert");
@@ -104,7 +109,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("r.db");
         let _writer = crate::connection::open_file(&path, Durability::Normal).expect("open");
-        let reader = Reader::open(&path).expect("reader");
+        let reader = Reader::open(&path, Arc::default()).expect("reader");
         let err = reader
             .read("boom", |_| -> Result<(), ProviderError> {
                 panic!("a bug in a read")

@@ -26,7 +26,6 @@
 //! whose waiting callers had all given up waiting).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -35,6 +34,7 @@ use duroxide_core::provider::ProviderError;
 use rusqlite::Connection;
 use tokio::sync::{oneshot, Notify};
 
+use crate::checkpointer::WalUse;
 use crate::transaction::{run_batch, Job, TypedJob};
 
 /// Most operations run in one transaction; bounds how long the first of them waits for its reply.
@@ -65,8 +65,8 @@ pub(crate) struct WriterConfig {
     /// Run every operation on the background thread (commits wait for an fsync).
     pub(crate) all_long: bool,
     pub(crate) idle: Option<IdleHook>,
-    /// Counts committed batches (the background checkpointer watches it).
-    pub(crate) commits: Option<Arc<AtomicU64>>,
+    /// Shared with the background checkpointer of a file database.
+    pub(crate) wal: Option<Arc<WalUse>>,
 }
 
 struct Queued {
@@ -93,7 +93,7 @@ struct Inner {
     /// Only the combiner locks it, so the lock is never contended; it makes sharing the connection
     /// between threads sound.
     conn: Mutex<Connection>,
-    commits: Option<Arc<AtomicU64>>,
+    wal: Option<Arc<WalUse>>,
     all_long: bool,
 }
 
@@ -167,9 +167,13 @@ impl Inner {
                 let n = state.queue.len().min(MAX_BATCH);
                 state.queue.drain(..n).map(|queued| queued.job).collect()
             };
-            run_batch(&self.conn(), batch);
-            if let Some(commits) = &self.commits {
-                commits.fetch_add(1, Ordering::Relaxed);
+            match &self.wal {
+                Some(wal) => {
+                    let _transaction = wal.transaction();
+                    run_batch(&self.conn(), batch);
+                    wal.committed();
+                }
+                None => run_batch(&self.conn(), batch),
             }
         }
     }
@@ -198,7 +202,7 @@ impl Writer {
             wake: Condvar::new(),
             vacancy: Notify::new(),
             conn: Mutex::new(conn),
-            commits: config.commits,
+            wal: config.wal,
             all_long: config.all_long,
         });
         let thread = std::thread::Builder::new()
@@ -340,7 +344,7 @@ mod tests {
         let config = WriterConfig {
             all_long,
             idle: None,
-            commits: None,
+            wal: None,
         };
         Arc::new(Writer::start(conn, config).expect("start"))
     }
