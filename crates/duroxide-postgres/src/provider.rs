@@ -116,9 +116,10 @@ pub struct ProviderStats {
     /// Instances an activity's ack locked along with the completion it stored, for one of this
     /// object's idle orchestration fetches or for the next one (see the crate documentation).
     pub turns_handed: u64,
-    /// Items this object's fetches found only at a recheck, after what their last look learned had
-    /// run out: work that came due (timers, delays, expired leases), or work whose wake-up was lost
-    /// (a bug: it waited up to two seconds).
+    /// Items this object's fetches found only at the two-second recheck, with no announcement since
+    /// the last look that left nothing fetchable and no stored due time before it: work whose
+    /// wake-up was lost (a bug: it waited up to two seconds). Work that came due (timers, delays,
+    /// expired leases) is found at its due time and not counted.
     pub found_by_recheck: u64,
     /// Fetches of this object waiting for work right now, between looks (untagged worker fetches and
     /// orchestration fetches; those an ack may hand an item, see the crate documentation).

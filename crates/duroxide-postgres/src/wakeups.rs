@@ -117,6 +117,25 @@ impl KnownEmpty {
         let recheck = self.looked_at + RECHECK;
         self.due.map_or(recheck, |due| due.min(recheck))
     }
+
+    /// Why it runs out.
+    fn expiry(&self) -> Expiry {
+        match self.due {
+            Some(due) if due < self.looked_at + RECHECK => Expiry::Due,
+            _ => Expiry::Recheck,
+        }
+    }
+}
+
+/// Why knowledge that the queue is empty ran out by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// Stored work came due (a timer, a delay, a lease), as the last look reported. It may be a
+    /// millisecond away: an item stamped by a writer whose transaction began after the look's did,
+    /// but committed before the look read the queue, is seen as not yet visible.
+    Due,
+    /// [`RECHECK`] passed without an announcement.
+    Recheck,
 }
 
 /// What a fetch should do next about one request key.
@@ -124,9 +143,12 @@ impl KnownEmpty {
 enum Next {
     /// The queue is known empty until then: wait without a query.
     Trust(Instant),
-    /// Look. `refresh`: this fetch took the job of renewing knowledge that ran out by itself. `via`:
-    /// the connection the announced write went to (see [`Wakeups::work_sent`]).
-    Look { refresh: bool, via: Option<Arc<Conn>> },
+    /// Look. `refresh`: this fetch took the job of renewing knowledge that ran out by itself, and
+    /// why it did. `via`: the connection the announced write went to (see [`Wakeups::work_sent`]).
+    Look {
+        refresh: Option<Expiry>,
+        via: Option<Arc<Conn>>,
+    },
     /// Another fetch is renewing the knowledge; wait for its answer.
     AwaitRefresh,
 }
@@ -220,23 +242,23 @@ impl Signal {
         let state = keys.entry(key.to_owned()).or_default();
         let next = if let Some(conn) = state.via.pop_front() {
             Next::Look {
-                refresh: false,
+                refresh: None,
                 via: Some(conn),
             }
         } else if state.tickets > 0 {
             state.tickets -= 1;
             Next::Look {
-                refresh: false,
+                refresh: None,
                 via: None,
             }
         } else {
             match state.known.as_mut() {
                 None => Next::Look {
-                    refresh: false,
+                    refresh: None,
                     via: None,
                 },
                 Some(entry) if entry.epoch != epoch => Next::Look {
-                    refresh: false,
+                    refresh: None,
                     via: None,
                 },
                 Some(entry) if now < entry.expires() => Next::Trust(entry.expires()),
@@ -244,7 +266,7 @@ impl Signal {
                 Some(entry) => {
                     entry.refreshing = true;
                     Next::Look {
-                        refresh: true,
+                        refresh: Some(entry.expiry()),
                         via: None,
                     }
                 }
@@ -260,7 +282,7 @@ impl Signal {
     fn look_anyway(&self, key: &str) -> Next {
         self.keys().entry(key.to_owned()).or_default().looking += 1;
         Next::Look {
-            refresh: false,
+            refresh: None,
             via: None,
         }
     }
@@ -310,13 +332,13 @@ impl Signal {
 struct LookGuard<'a> {
     signal: &'a Signal,
     key: &'a str,
-    refresh: bool,
+    refresh: Option<Expiry>,
 }
 
 impl Drop for LookGuard<'_> {
     fn drop(&mut self) {
         self.signal.looked(self.key);
-        if self.refresh {
+        if self.refresh.is_some() {
             self.signal.end_refresh(self.key);
         }
     }
@@ -331,7 +353,7 @@ pub(crate) struct Wakeups {
     wake_all_generation: AtomicU64,
     /// Whether the listener connection is up, i.e. whether other processes' writes are heard.
     listening: AtomicBool,
-    /// Items found by a look made only because what the last look learned had run out (see
+    /// Items found by a look made only because [`RECHECK`] passed (see
     /// [`Wakeups::found_by_recheck`]).
     found_by_recheck: AtomicU64,
 }
@@ -374,8 +396,9 @@ impl Wakeups {
         self.worker.announce(Wake::All, None);
     }
 
-    /// Items found by a look made only because what the last look learned had run out: work that
-    /// came due, or whose announcement was lost (then it waited for the recheck).
+    /// Items found by a look made only because [`RECHECK`] passed since the last look that left
+    /// nothing fetchable, with no announcement and no due time before: work whose announcement was
+    /// lost. (Work that came due is found at its due time and not counted.)
     pub(crate) fn found_by_recheck(&self) -> u64 {
         self.found_by_recheck.load(Ordering::Relaxed)
     }
@@ -441,7 +464,7 @@ impl Wakeups {
                     };
                     match look(via).await? {
                         Polled::Found { item, rest } => {
-                            if refresh {
+                            if refresh == Some(Expiry::Recheck) {
                                 self.found_by_recheck.fetch_add(1, Ordering::Relaxed);
                             }
                             match rest {
@@ -519,6 +542,46 @@ mod tests {
         let wakeups = Arc::new(Wakeups::default());
         wakeups.set_listening(true);
         wakeups
+    }
+
+    /// A poll whose first look finds nothing, due after `due`, and whose second look finds an item.
+    async fn found_on_second_look(wakeups: &Wakeups, due: Option<Duration>) {
+        let looks = AtomicUsize::new(0);
+        let found = wakeups
+            .long_poll(Queue::Orchestrator, "k", Duration::from_secs(10), |_| {
+                let first = looks.fetch_add(1, Ordering::SeqCst) == 0;
+                async move {
+                    Ok(if first {
+                        Polled::Empty { due }
+                    } else {
+                        Polled::Found {
+                            item: (),
+                            rest: Rest::Empty { due: None },
+                        }
+                    })
+                }
+            })
+            .await
+            .expect("ok");
+        assert_eq!(found, Some(()));
+    }
+
+    /// Only the recheck counts: work found at its due time came when it was due to (even a
+    /// millisecond after a look that saw it stamped by a writer whose transaction began later).
+    #[tokio::test(start_paused = true)]
+    async fn only_work_found_at_the_recheck_counts_as_found_by_it() {
+        let wakeups = listening();
+        found_on_second_look(&wakeups, Some(Duration::ZERO)).await;
+        found_on_second_look(&wakeups, Some(Duration::from_millis(500))).await;
+        assert_eq!(wakeups.found_by_recheck(), 0, "found at their due times");
+        found_on_second_look(&wakeups, None).await;
+        assert_eq!(wakeups.found_by_recheck(), 1, "found at the recheck");
+        found_on_second_look(&wakeups, Some(RECHECK * 2)).await;
+        assert_eq!(
+            wakeups.found_by_recheck(),
+            2,
+            "the recheck came before the due time"
+        );
     }
 
     #[tokio::test(start_paused = true)]
