@@ -54,6 +54,8 @@ pub(crate) type Sent = Box<dyn FnOnce(&Arc<Conn>) + Send + Sync>;
 
 struct Job {
     operation: &'static str,
+    /// Its commit must wait for the WAL flush (see `durability`).
+    waits: bool,
     sent: Option<Sent>,
     sql: String,
     params: Vec<Param>,
@@ -90,7 +92,8 @@ impl Committer {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `sql` in the next batch and returns its rows once the batch committed. `prepared` counts
+    /// Runs `sql` in the next batch and returns its rows once the batch committed; with `waits`, once
+    /// the commit is flushed (a batch waits for its flush if any of its acks does). `prepared` counts
     /// a round trip for each statement prepared on a connection for the first time, `sent` one per
     /// round trip of a batch.
     /// `sent` runs as soon as the statement is on its way (before its commit), with its connection:
@@ -100,12 +103,14 @@ impl Committer {
         operation: &'static str,
         sql: &str,
         params: Vec<Param>,
+        waits: bool,
         sent: Option<Sent>,
         counter: &(dyn Fn() + Sync),
     ) -> Reply {
         let (reply, mut replied) = oneshot::channel();
         self.queue().push_back(Job {
             operation,
+            waits,
             sent,
             sql: sql.to_owned(),
             params,
@@ -174,7 +179,8 @@ impl Committer {
                 hook(&shared);
             }
         };
-        if jobs.len() == 1 {
+        let waits = jobs.iter().any(|job| job.waits);
+        if jobs.len() == 1 && waits {
             let job = jobs.into_iter().next().expect("one job");
             let param_refs = params(&job.params);
             let step: Step<'_, _> = Box::pin(client.query(&statements[0], &param_refs));
@@ -188,10 +194,16 @@ impl Committer {
             return;
         }
 
-        // BEGIN; every ack; COMMIT — sent back to back in this order.
+        // BEGIN; every ack; COMMIT — sent back to back in this order. (A lone ack that need not wait
+        // for its flush goes this way too: the setting is the transaction's.)
         let param_refs: Vec<Vec<&(dyn ToSql + Sync)>> = jobs.iter().map(|job| params(&job.params)).collect();
         let mut steps: Vec<Step<'_, _>> = Vec::with_capacity(jobs.len() + 2);
-        steps.push(Box::pin(simple(client, "BEGIN")));
+        let begin = if waits {
+            "BEGIN"
+        } else {
+            "BEGIN; SET LOCAL synchronous_commit TO off"
+        };
+        steps.push(Box::pin(simple(client, begin)));
         for (statement, params) in statements.iter().zip(&param_refs) {
             steps.push(Box::pin(client.query(statement, params)));
         }
@@ -208,7 +220,8 @@ impl Committer {
             }
             (Ok(_), Ok(_)) => {
                 // A statement failed and the transaction rolled back: each ack again, on its own.
-                // (Each statement is its own transaction; they are still sent back to back.)
+                // (Each statement is its own transaction, waiting for its flush; they are still sent
+                // back to back.)
                 counter();
                 let steps: Vec<Step<'_, _>> = statements
                     .iter()
@@ -249,12 +262,7 @@ mod tests {
     use super::*;
     use crate::connection::Target;
 
-    /// Statements run on an ack connection while batches commit there (a fetch routed after an ack
-    /// runs on its connection) are transactions of their own: when one returns, what it wrote is
-    /// committed. Sent into the middle of a batch's pipeline, it would run inside the batch's
-    /// transaction and return before that committed (or rolled back).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_statement_beside_the_batches_commits_on_its_own() {
+    async fn admin_connection() -> (Target, Client) {
         let url = std::env::var("DUROXIDE_PG_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let target = Target::parse(&url).expect("DUROXIDE_PG_URL");
@@ -262,6 +270,89 @@ mod tests {
             .connect_one()
             .await
             .expect("this test needs the PostgreSQL server at DUROXIDE_PG_URL (default 127.0.0.1:5432)");
+        (target, admin)
+    }
+
+    /// `synchronous_commit` as the job's statement saw it.
+    async fn setting_seen(committer: &Committer, waits: bool) -> String {
+        let rows = committer
+            .run(
+                "test",
+                "SELECT current_setting('synchronous_commit')",
+                Vec::new(),
+                waits,
+                None,
+                &|| {},
+            )
+            .await
+            .unwrap_or_else(|_| panic!("the statement runs"));
+        rows[0].get(0)
+    }
+
+    /// A batch skips waiting for its flush only when none of its acks must wait: alone, together with
+    /// others that need not, but not beside one that must.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_waits_for_its_flush_when_any_of_its_acks_must() {
+        let (target, admin) = admin_connection().await;
+        let committer = Arc::new(Committer::new(Mux::new(target, 1), 1));
+        assert_eq!(setting_seen(&committer, true).await, "on");
+        assert_eq!(setting_seen(&committer, false).await, "off");
+
+        for (first, second, expected) in [(false, true, "on"), (false, false, "off")] {
+            // A batch in flight that waits for an advisory lock the test holds, so the next two acks
+            // queue and then go together.
+            let key: i64 = rand_key();
+            admin
+                .execute("SELECT pg_advisory_lock($1)", &[&key])
+                .await
+                .expect("take the advisory lock");
+            let blocker = tokio::spawn({
+                let committer = committer.clone();
+                async move {
+                    let params: Vec<Param> = vec![Box::new(key)];
+                    let sql = "SELECT pg_advisory_xact_lock($1)::text";
+                    assert!(committer
+                        .run("test", sql, params, true, None, &|| {})
+                        .await
+                        .is_ok());
+                }
+            });
+            while committer.permits.available_permits() > 0 {
+                tokio::task::yield_now().await;
+            }
+            let pair = [first, second].map(|waits| {
+                let committer = committer.clone();
+                tokio::spawn(async move { setting_seen(&committer, waits).await })
+            });
+            while committer.queue().len() < 2 {
+                tokio::task::yield_now().await;
+            }
+            admin
+                .execute("SELECT pg_advisory_unlock($1)", &[&key])
+                .await
+                .expect("release the advisory lock");
+            blocker.await.expect("the blocking batch");
+            for ack in pair {
+                assert_eq!(
+                    ack.await.expect("an ack of the pair"),
+                    expected,
+                    "{first}, {second}"
+                );
+            }
+        }
+    }
+
+    fn rand_key() -> i64 {
+        i64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().expect("8 bytes"))
+    }
+
+    /// Statements run on an ack connection while batches commit there (a fetch routed after an ack
+    /// runs on its connection) are transactions of their own: when one returns, what it wrote is
+    /// committed. Sent into the middle of a batch's pipeline, it would run inside the batch's
+    /// transaction and return before that committed (or rolled back).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_statement_beside_the_batches_commits_on_its_own() {
+        let (target, admin) = admin_connection().await;
         // Named as the integration tests name theirs, so a later run drops it if this one dies.
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -286,7 +377,10 @@ mod tests {
                     while !done.load(Ordering::SeqCst) {
                         let id = next_id.fetch_add(1, Ordering::SeqCst);
                         let params: Vec<Param> = vec![Box::new(id)];
-                        assert!(committer.run("test", &insert, params, None, &|| {}).await.is_ok());
+                        assert!(committer
+                            .run("test", &insert, params, true, None, &|| {})
+                            .await
+                            .is_ok());
                     }
                 })
             })

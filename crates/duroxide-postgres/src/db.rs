@@ -9,6 +9,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
 use crate::batch::{Committer, Failure, Param, Sent};
+use crate::durability::Durability;
 use crate::error::{pool_error, sql_err};
 use crate::mux::{Conn, Lease, Mux};
 use crate::schema::Schema;
@@ -103,12 +104,20 @@ pub(crate) struct Db {
     committer: Committer,
     schema: Schema,
     pub(crate) sql: Statements,
+    /// Which acks wait for their WAL flush.
+    pub(crate) durability: Durability,
     /// Statements sent to the server (see [`Db::round_trips`]).
     round_trips: AtomicU64,
 }
 
 impl Db {
-    pub(crate) fn new(pool: Pool, mux: Mux, committer: Committer, schema: Schema) -> Db {
+    pub(crate) fn new(
+        pool: Pool,
+        mux: Mux,
+        committer: Committer,
+        schema: Schema,
+        durability: Durability,
+    ) -> Db {
         let sql = Statements::new(&schema);
         Db {
             pool,
@@ -116,6 +125,7 @@ impl Db {
             committer,
             schema,
             sql,
+            durability,
             round_trips: AtomicU64::new(0),
         }
     }
@@ -242,18 +252,20 @@ impl Db {
     }
 
     /// Runs one statement that must be durable (an ack) in the next batch of acks (see `batch`) and
-    /// returns its rows once the batch committed, mapping its own errors with `on_error`.
+    /// returns its rows once the batch committed (with `waits`, once the commit is flushed; see
+    /// `durability`), mapping its own errors with `on_error`.
     pub(crate) async fn commit_query(
         &self,
         operation: &'static str,
         sql: &str,
         params: Vec<Param>,
+        waits: bool,
         sent: Option<Sent>,
         on_error: impl FnOnce(tokio_postgres::Error) -> ProviderError,
     ) -> Result<Vec<Row>, ProviderError> {
         match self
             .committer
-            .run(operation, sql, params, sent, &|| self.count())
+            .run(operation, sql, params, waits, sent, &|| self.count())
             .await
         {
             Ok(rows) => Ok(rows),

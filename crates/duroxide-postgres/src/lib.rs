@@ -6,10 +6,15 @@
 //!   the migrations; a fetch (lock the next instance, stamp its messages, read history and KV) and a
 //!   turn's whole ack (history, metadata, KV, worker items, messages, cancellations, lock release) are
 //!   each one prepared statement. Acks pass their parts as arrays, never as parsed payloads: the
-//!   provider stores what it is given. Fetches and abandons commit without waiting for their WAL flush
-//!   (`synchronous_commit = off` for that transaction only): a lock or an attempt count lost in a
-//!   server crash is soft state (the holder's ack fails with `LockLost` and the turn is redone),
-//!   while every ack, create and enqueue is durable before it returns.
+//!   provider stores what it is given.
+//! * **Durable where it shows.** Creates, enqueues, and acks that change what a client or another
+//!   instance can see (status, output, custom status, KV, messages to other instances) are durable
+//!   before they return and before anyone can read them. Fetches, abandons and, by default
+//!   ([`Durability::Normal`]), acks that only advance their own instance commit without waiting for
+//!   their WAL flush (`synchronous_commit = off` for that transaction only): a lock or an attempt
+//!   count lost in a server crash is soft state (the holder's ack fails with `LockLost` and the turn
+//!   is redone), and lost progress is redone from the stored history. [`Durability::Full`] makes
+//!   every ack wait for its flush.
 //! * **Few round trips under load.** On a busy server a round trip costs more than the statement in
 //!   it. Single statements share a few connections and concurrent ones are pipelined (`mux` in the
 //!   source); concurrent acks share one transaction and one WAL flush (group commit, `batch`), and an
@@ -85,6 +90,7 @@ mod batch;
 mod coalesce;
 mod connection;
 mod db;
+mod durability;
 mod error;
 mod fingerprint;
 mod handoff;
@@ -105,6 +111,7 @@ mod unsettled;
 mod wakeups;
 mod worker_queue;
 
+pub use durability::Durability;
 pub use error::ConnectError;
 pub use migrations::LATEST_VERSION as SCHEMA_VERSION;
 pub use provider::{PostgresOptions, PostgresProvider, ProviderStats};

@@ -18,6 +18,7 @@ use crate::batch::{Committer, Sent};
 use crate::coalesce::{Batch, Coalescer, Fetch, Release};
 use crate::connection::Target;
 use crate::db::Db;
+use crate::durability::Durability;
 use crate::error::ConnectError;
 use crate::handoff::{self, Handoffs, Waiter};
 use crate::listener::Listener;
@@ -48,17 +49,19 @@ pub struct PostgresOptions {
     max_connections: usize,
     shared_connections: usize,
     ack_connections: usize,
+    durability: Durability,
 }
 
 impl Default for PostgresOptions {
     /// Schema [`DEFAULT_SCHEMA`], at most 16 pooled, 2 shared and 2 ack connections (plus one
-    /// listener connection). Connections open when first needed.
+    /// listener connection), [`Durability::Normal`]. Connections open when first needed.
     fn default() -> Self {
         PostgresOptions {
             schema: DEFAULT_SCHEMA.to_owned(),
             max_connections: 16,
             shared_connections: 2,
             ack_connections: 2,
+            durability: Durability::Normal,
         }
     }
 }
@@ -93,6 +96,13 @@ impl PostgresOptions {
     /// connection.
     pub fn with_ack_connections(mut self, ack_connections: usize) -> Self {
         self.ack_connections = ack_connections.max(1);
+        self
+    }
+
+    /// Which acks wait for their WAL flush before they return: by default only those whose changes a
+    /// client or another instance can see ([`Durability::Normal`]); [`Durability::Full`] for all.
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
         self
     }
 }
@@ -197,7 +207,7 @@ impl PostgresProvider {
         let listener = Listener::start(target.clone(), schema.channel(), wakeups.clone()).await?;
         Ok(PostgresProvider {
             inner: Arc::new(Inner {
-                db: Db::new(pool, mux, committer, schema),
+                db: Db::new(pool, mux, committer, schema, options.durability),
                 orchestration_fetches: Arc::default(),
                 work_fetches: Arc::default(),
                 work_handoffs: Handoffs::default(),

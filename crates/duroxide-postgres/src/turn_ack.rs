@@ -307,8 +307,9 @@ pub(crate) async fn ack(
         Box::new(leased.iter().map(|w| w.payload.clone()).collect::<Vec<_>>()),
     ]);
     let statement = &db.sql.ack_turn;
+    let waits = db.durability.turn_waits(instance_id, ack);
     let row = db
-        .commit_query(OP, statement, params, sent, |err| {
+        .commit_query(OP, statement, params, waits, sent, |err| {
             refused_ack(err, instance_id, ack.execution_id)
         })
         .await?

@@ -189,8 +189,9 @@ pub(crate) async fn ack(
             (&db.sql.ack_work_item, 0)
         }
     };
+    let waits = db.durability.completion_waits(completion);
     let rows = db
-        .commit_query(OP, statement, params, sent, crate::error::sql_err(OP))
+        .commit_query(OP, statement, params, waits, sent, crate::error::sql_err(OP))
         .await?;
     let row = rows
         .first()

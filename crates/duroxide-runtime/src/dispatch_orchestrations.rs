@@ -11,6 +11,7 @@ use duroxide_core::turn::{
 };
 use duroxide_core::{ErrorDetails, ErrorKind};
 
+use crate::cache::{Cached, HistoryPrint};
 use crate::metrics::Metrics;
 use crate::runtime::Shared;
 use crate::{logging, notify};
@@ -119,7 +120,17 @@ async fn handle(shared: &Arc<Shared>, fetched: CachedFetch) -> Option<PendingAck
         mut item,
         omitted_history_len,
     } = fetched;
-    let mut cached = shared.cache.take(&item.instance_id);
+    // An engine that saw another history than the stored one (see `cache`) is dropped here; the core
+    // checks the length.
+    let stored_print = omitted_history_len
+        .is_none()
+        .then(|| HistoryPrint::of(&item.history));
+    let mut cached = shared
+        .cache
+        .take(&item.instance_id)
+        .filter(|cached| cached.saw(stored_print));
+    // The print of the history this turn runs on, to extend with what it appends.
+    let mut print = stored_print.or_else(|| cached.as_ref().and_then(|cached| cached.print));
     let options = TurnOptions {
         now_ms: now_ms(),
         entropy: entropy(),
@@ -127,7 +138,7 @@ async fn handle(shared: &Arc<Shared>, fetched: CachedFetch) -> Option<PendingAck
     };
     let mut ran = match omitted_history_len {
         Some(stored_len) => match cached.take() {
-            Some(engine) => guarded(|| process_cached_item(&item, engine, stored_len, &options)),
+            Some(cached) => guarded(|| process_cached_item(&item, cached.engine, stored_len, &options)),
             None => Ran::NeedsHistory,
         },
         // The whole history is here: `process_item` decides whether the cached engine fits.
@@ -140,7 +151,10 @@ async fn handle(shared: &Arc<Shared>, fetched: CachedFetch) -> Option<PendingAck
             .read_history(&item.instance_id, item.instance.current_execution_id)
             .await
         {
-            Ok(history) => item.history = history,
+            Ok(history) => {
+                print = Some(HistoryPrint::of(&history));
+                item.history = history;
+            }
             Err(error) => {
                 Metrics::inc(&shared.metrics.provider_errors);
                 tracing::warn!(target: "duroxide::runtime", instance_id = %item.instance_id, %error, "reading the history failed; retrying the turn");
@@ -153,7 +167,8 @@ async fn handle(shared: &Arc<Shared>, fetched: CachedFetch) -> Option<PendingAck
         }
     }
     if matches!(ran, Ran::NeedsHistory) {
-        ran = guarded(|| Some(process_item(&item, &shared.orchestrations, cached, &options)));
+        let engine = cached.map(|cached| cached.engine);
+        ran = guarded(|| Some(process_item(&item, &shared.orchestrations, engine, &options)));
     }
     let decision = match ran {
         Ran::Decided(decision) => decision,
@@ -172,7 +187,10 @@ async fn handle(shared: &Arc<Shared>, fetched: CachedFetch) -> Option<PendingAck
             // Until then the lock keeps everyone else away. An engine whose turn did not commit is
             // ahead of the stored history, which `process_item` detects; it is dropped anyway.
             if let Some(engine) = engine {
-                shared.cache.put(item.instance_id.clone(), engine);
+                let print = print.map(|print| print.extend(&ack.history));
+                shared
+                    .cache
+                    .put(item.instance_id.clone(), Cached { engine, print });
             }
             let shared = shared.clone();
             Some(Box::pin(async move {
