@@ -20,7 +20,8 @@ pub enum Durability {
     /// messages to other instances (events, sub-orchestrations). An instance's own progress (a turn
     /// that only appends history and schedules activities, timers or messages to itself, and an
     /// activity's result) commits without waiting for its WAL flush, which the server does within
-    /// three times `wal_writer_delay` (600 ms by default).
+    /// three times `wal_writer_delay` (600 ms by default). A client reading the history, or the
+    /// version an instance's first turn resolved, may see such progress before it is durable.
     ///
     /// A crash of the server can take back at most that much progress: the instance's history and
     /// queues then stand where they stood before it, its turns run again from there, and the
