@@ -185,13 +185,7 @@ impl Setup {
         // The turn that takes the completion (it may have gone to the stock), so nothing is left.
         let done = fetch_turn(&p).await;
         assert_eq!(done.instance.instance_id, "warm-up");
-        let empty = TurnAck {
-            execution_id: done.instance.current_execution_id,
-            ..TurnAck::default()
-        };
-        p.ack_orchestration_item(&done.lock_token, empty)
-            .await
-            .expect("the warm-up's last ack");
+        ack_nothing(&p, &done).await;
         Setup {
             proxy,
             p,
@@ -303,6 +297,17 @@ async fn fetch_turn(p: &PostgresProvider) -> OrchestrationItem {
 }
 
 /// Activity 2's completion for `instance`.
+/// Acks `turn` with nothing in it (its messages are consumed, its lock released).
+async fn ack_nothing(p: &PostgresProvider, turn: &OrchestrationItem) {
+    let empty = TurnAck {
+        execution_id: turn.instance.current_execution_id,
+        ..TurnAck::default()
+    };
+    p.ack_orchestration_item(&turn.lock_token, empty)
+        .await
+        .unwrap_or_else(|e| panic!("acking {}: {e}", turn.instance_id));
+}
+
 fn completion(instance: &str) -> NewMessage {
     NewMessage {
         instance_id: instance.into(),
@@ -450,11 +455,5 @@ async fn an_instance_locked_by_an_ack_whose_reply_was_lost_is_handed_back_when_i
     assert_eq!(turn.instance.instance_id, "i1");
     assert_eq!(turn.messages.len(), 1, "the completion, stored once");
     assert_eq!(turn.attempt, 1, "the lost attempt's lock was not counted");
-    let empty = TurnAck {
-        execution_id: turn.instance.current_execution_id,
-        ..TurnAck::default()
-    };
-    p.ack_orchestration_item(&turn.lock_token, empty)
-        .await
-        .expect("the new lock acks");
+    ack_nothing(p, &turn).await;
 }

@@ -167,13 +167,11 @@ impl Inner {
                 let n = state.queue.len().min(MAX_BATCH);
                 state.queue.drain(..n).map(|queued| queued.job).collect()
             };
-            match &self.wal {
-                Some(wal) => {
-                    let _transaction = wal.transaction();
-                    run_batch(&self.conn(), batch);
-                    wal.committed();
-                }
-                None => run_batch(&self.conn(), batch),
+            let transaction = self.wal.as_deref().map(WalUse::transaction);
+            run_batch(&self.conn(), batch);
+            drop(transaction);
+            if let Some(wal) = &self.wal {
+                wal.committed();
             }
         }
     }
