@@ -13,9 +13,9 @@
 //!
 //! Under load no fetch is idle: each finds queued work at once. An ack (or a create) then leases its
 //! item anyway, into a small stock that the next fetch takes from before it looks (`take_stocked`),
-//! and a fetch query leases a few more queued items for the stock. The stock holds at most as many
-//! items as this object has had fetches at once (about the runtime's slots), is filled only while
-//! fetches run, and an item nobody takes within [`stock_ttl`] goes back (the caller times it), so
+//! and a fetch query leases a few more queued items for the stock. The stock holds a few items per
+//! fetch this object has had at once (about the runtime's slots; see [`Handoffs::new`]), is filled
+//! only while fetches run, and an item nobody takes within [`stock_ttl`] goes back (the caller times it), so
 //! stocked work waits about one turn, never a lease. A stocked item is leased for that much longer
 //! ([`stock_lease`]): whoever takes it still holds it a whole lock timeout from its fetch on, as the
 //! provider contract promises.
@@ -143,9 +143,11 @@ struct Stock<T> {
     items: VecDeque<Stocked<T>>,
     /// Places promised to acks in flight.
     promised: usize,
-    /// Fetches registered now, and the most there have been at once (the stock's size).
+    /// Fetches registered now, and the most there have been at once (the stock's size, times
+    /// `per_fetch`).
     fetching: usize,
     peak_fetching: usize,
+    per_fetch: usize,
     last_fetch_ended: Option<Instant>,
     /// Lock timeout of the latest fetch: what a stocked item is leased for.
     lock_timeout: Duration,
@@ -162,7 +164,17 @@ pub(crate) struct Handoffs<T> {
 }
 
 impl<T> Default for Handoffs<T> {
+    /// A stock of one item per fetch.
     fn default() -> Self {
+        Handoffs::new(1)
+    }
+}
+
+impl<T> Handoffs<T> {
+    /// Handoffs whose stock holds up to `per_fetch` items (at least 1) for each fetch there has been
+    /// at once. One is enough where acks hand most items straight to fetches; more lets a fetch query
+    /// lease queued items for the stock while acks keep it busy with items of their own.
+    pub(crate) fn new(per_fetch: usize) -> Self {
         Handoffs {
             waiters: Mutex::new(Vec::new()),
             stock: Mutex::new(Stock {
@@ -170,6 +182,7 @@ impl<T> Default for Handoffs<T> {
                 promised: 0,
                 fetching: 0,
                 peak_fetching: 0,
+                per_fetch: per_fetch.max(1),
                 last_fetch_ended: None,
                 lock_timeout: Duration::ZERO,
                 next_id: 0,
@@ -177,9 +190,7 @@ impl<T> Default for Handoffs<T> {
             handed: AtomicU64::new(0),
         }
     }
-}
 
-impl<T> Handoffs<T> {
     /// Registers a fetch whose items are leased for `lock_timeout`; the receiver gets its item.
     pub(crate) fn register(&self, lock_timeout: Duration) -> (Arc<Waiter<T>>, oneshot::Receiver<T>) {
         let (sender, receiver) = oneshot::channel();
@@ -236,7 +247,7 @@ impl<T> Handoffs<T> {
             || stock
                 .last_fetch_ended
                 .is_some_and(|ended| ended.elapsed() < FETCHING_GRACE);
-        let free = stock.peak_fetching > stock.items.len() + stock.promised;
+        let free = stock.peak_fetching * stock.per_fetch > stock.items.len() + stock.promised;
         if !(running && free) {
             return None;
         }
@@ -410,6 +421,18 @@ mod tests {
         assert!(handoffs.take_all_stocked().is_empty());
         handoffs.unregister(&b);
         assert!(handoffs.reserve_stock().is_some(), "fetches ran a moment ago");
+    }
+
+    #[test]
+    fn the_stock_holds_per_fetch_items_for_each_fetch() {
+        let handoffs = Handoffs::<u64>::new(2);
+        let (a, _a_rx) = handoffs.register(ms(1000));
+        assert_eq!(handoffs.reserve_stock_places(5), 2, "one fetch, two places");
+        let (b, _b_rx) = handoffs.register(ms(1000));
+        assert_eq!(handoffs.reserve_stock_places(5), 2, "two fetches, four places");
+        assert_eq!(handoffs.reserve_stock(), None, "full");
+        handoffs.unregister(&a);
+        handoffs.unregister(&b);
     }
 
     #[test]

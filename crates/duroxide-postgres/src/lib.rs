@@ -31,9 +31,10 @@
 //!   fetches, and an activity's ack locks the instance its completion goes to (when no turn of it
 //!   runs) for an idle orchestration fetch, as a create does with its new instance (a client that
 //!   shares the provider object with a runtime). Under load, when no fetch is idle, these lock it
-//!   anyway for a small stock that the next orchestration fetch takes before it looks (as many items
-//!   as there were fetches at once, filled only while fetches run, handed back after half a second
-//!   or when the runtime stops), and a fetch query leases a few more queued instances for it. Work whose fetch went away is handed back at once, and a
+//!   anyway for a small stock that the next orchestration fetch takes before it looks (two items for
+//!   each fetch there was at once, filled only while fetches run, handed back after half a second or
+//!   when the runtime stops), and a fetch query leases a few more queued instances for it. Work
+//!   whose fetch went away is handed back at once, and a
 //!   hand-back does not count as an attempt. A fetch never starts a look while an ack promises it an
 //!   item, and one woken for a look it then does not make (it took a handed or stocked item) passes
 //!   the wake-up on, so no announced work waits for the recheck

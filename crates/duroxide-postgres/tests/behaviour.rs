@@ -601,11 +601,11 @@ async fn a_fetch_query_leases_queued_instances_for_the_next_fetches() {
     let schemas = common::Schemas::default();
     let p = schemas.single_connection_provider().await;
     let client = common::connect(p.schema()).await;
-    for id in ["a", "b", "c"] {
+    for id in ["a", "b", "c", "d"] {
         client.create_instance(common::start(id)).await.expect("create");
     }
     let mut fetched = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let before = p.stats().round_trips;
         let item = fetch(&p).await;
         fetched.push((item.instance_id.clone(), p.stats().round_trips - before));
@@ -613,11 +613,17 @@ async fn a_fetch_query_leases_queued_instances_for_the_next_fetches() {
             .await
             .expect("ack");
     }
-    // One fetch ran at a time, so the stock has one place: the first query (preparing its
-    // statement too) also leased "b", which the second fetch took without a query.
+    // One fetch ran at a time, so the stock has two places (two per fetch): the first query
+    // (preparing its statement too) also leased "b" and "c", which the next fetches took without a
+    // query.
     assert_eq!(
         fetched,
-        vec![("a".to_owned(), 2), ("b".to_owned(), 0), ("c".to_owned(), 1)]
+        vec![
+            ("a".to_owned(), 2),
+            ("b".to_owned(), 0),
+            ("c".to_owned(), 0),
+            ("d".to_owned(), 1)
+        ]
     );
 }
 
