@@ -21,6 +21,7 @@ use crate::db::Db;
 use crate::durability::Durability;
 use crate::error::ConnectError;
 use crate::handoff::{self, Handoffs, Waiter};
+use crate::held_turns::{Deferral, HeldTurns};
 use crate::listener::Listener;
 use crate::maintenance::{self, Maintenance};
 use crate::mux::Conn;
@@ -41,6 +42,11 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(1);
 
 /// Most instances a fetch query leases beyond its looks, for the stock.
 const MAX_PREFETCH: usize = 4;
+
+/// How long results for an instance keep deferring after a turn's ack that left messages waiting
+/// (see `held_turns`): about a fetch query's time under load. A result deferred in that time
+/// waits at most this long when no fetch of this object locks the instance again.
+const LINGER: Duration = Duration::from_millis(20);
 
 /// Stocked turns per orchestration fetch (see `handoff`). Under load, activity acks keep a stock of
 /// one per fetch full of the instances their results go to, so fetch queries found no place to
@@ -133,6 +139,9 @@ pub struct ProviderStats {
     /// Instances an activity's ack locked along with the completion it stored, for one of this
     /// object's idle orchestration fetches or for the next one (see the crate documentation).
     pub turns_handed: u64,
+    /// Activity results stored for an instance while this object held it locked for a turn, which
+    /// woke no fetch then (it would have found the instance locked) but when the turn ended.
+    pub results_deferred: u64,
     /// Items this object's fetches found only at the two-second recheck, with no announcement since
     /// the last look that left nothing fetchable and no stored due time before it: work whose
     /// wake-up was lost (a bug: it waited up to two seconds). Work that came due (timers, delays,
@@ -162,6 +171,8 @@ struct Inner {
     /// Idle fetches that take work straight from acks (see `handoff`).
     work_handoffs: Handoffs<WorkItemLease>,
     turn_handoffs: Handoffs<OrchestrationItem>,
+    /// Instances this object holds locked for a turn (see `held_turns`).
+    held_turns: HeldTurns,
     /// Leases of acks whose reply was lost, handed back when the ack is repeated.
     unsettled: Unsettled,
     maintenance: Arc<Maintenance>,
@@ -219,6 +230,7 @@ impl PostgresProvider {
                 work_fetches: Arc::default(),
                 work_handoffs: Handoffs::default(),
                 turn_handoffs: Handoffs::new(TURN_STOCK_PER_FETCH),
+                held_turns: HeldTurns::default(),
                 unsettled: Unsettled::default(),
                 maintenance: Arc::default(),
                 wakeups,
@@ -242,6 +254,7 @@ impl PostgresProvider {
             vacuums: self.inner.maintenance.vacuums(),
             work_items_handed: self.inner.work_handoffs.handed(),
             turns_handed: self.inner.turn_handoffs.handed(),
+            results_deferred: self.inner.held_turns.deferred(),
             found_by_recheck: self.inner.wakeups.found_by_recheck(),
             idle_fetches: self.inner.work_handoffs.idle() + self.inner.turn_handoffs.idle(),
         }
@@ -316,10 +329,61 @@ impl PostgresProvider {
     /// Hands back a locked instance nobody will run a turn of (its fetch went away).
     fn release_turn(&self, item: OrchestrationItem) {
         self.hand_back(Queue::Orchestrator, move |provider| async move {
-            orchestrator_queue::release(provider.db(), &item.lock_token)
-                .await
-                .map(|()| 1)
+            let released = orchestrator_queue::release(provider.db(), &item.lock_token).await;
+            // Results deferred to this lock are announced even when it was lost meanwhile.
+            let deferred = provider.end_held_turn(&item.instance_id, &item.lock_token);
+            match released {
+                Err(err) if !deferred => Err(err),
+                _ => Ok(1),
+            }
         });
+    }
+
+    /// The turn locked under `lock_token` will be held until `until` (see `held_turns`).
+    fn hold_turn(&self, turn: &OrchestrationItem, until: Instant) {
+        self.inner
+            .held_turns
+            .hold(&turn.instance_id, &turn.lock_token, until);
+    }
+
+    /// The lock under `lock_token` ended and a fetch is woken for the instance's waiting messages:
+    /// results for it keep deferring for [`LINGER`], then are announced unless a new lock took them
+    /// over (see `held_turns`).
+    fn linger_held_turn(&self, instance_id: &str, lock_token: &str) {
+        let until = Instant::now() + LINGER;
+        self.inner.held_turns.linger(instance_id, lock_token, until);
+        let (provider, instance_id, token) = (self.clone(), instance_id.to_owned(), lock_token.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep_until(until.into()).await;
+            if provider.end_held_turn(&instance_id, &token) {
+                provider.announce(Queue::Orchestrator, Wake::Some(1));
+            }
+        });
+    }
+
+    /// The lock under `lock_token` ended: whether results were deferred to it (the caller announces).
+    fn end_held_turn(&self, instance_id: &str, lock_token: &str) -> bool {
+        self.inner.held_turns.end(instance_id, lock_token)
+    }
+
+    /// A completion for `instance_id` was committed and no fetch has heard of it: it is announced now,
+    /// or when the turn this object holds of the instance ends (see `held_turns`).
+    fn announce_completion(&self, instance_id: &str) {
+        match self.inner.held_turns.defer(instance_id) {
+            Deferral::NotHeld => self.announce(Queue::Orchestrator, Wake::Some(1)),
+            Deferral::Deferred => {}
+            Deferral::Watch { token, until } => {
+                // Should the turn be dropped without an ack, its lease running out ends the lock.
+                let provider = self.clone();
+                let instance_id = instance_id.to_owned();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(until.into()).await;
+                    if provider.end_held_turn(&instance_id, &token) {
+                        provider.announce(Queue::Orchestrator, Wake::Some(1));
+                    }
+                });
+            }
+        }
     }
 
     /// One orchestration fetch query for `looks` waiting looks. It also leases as many more
@@ -348,6 +412,8 @@ impl PostgresProvider {
                 return Err(err);
             }
         };
+        let until = leased_from + lease;
+        batch.items.iter().for_each(|turn| self.hold_turn(turn, until));
         let extra = batch.items.split_off(looks.min(batch.items.len()));
         (extra.len()..places).for_each(|_| handoffs.unreserve_stock());
         for turn in extra {
@@ -395,6 +461,7 @@ impl PostgresProvider {
     fn hand_turn_or_give_back(&self, taker: Option<TurnTaker>, turn: Option<OrchestrationItem>) -> bool {
         match (taker, turn) {
             (Some(taker), Some(turn)) => {
+                self.hold_turn(&turn, taker.leased_from + taker.lease());
                 self.hand_turn(taker, turn);
                 true
             }
@@ -707,11 +774,16 @@ impl Provider for PostgresProvider {
                 turn_ack::ack(self.db(), lock_token, &ack, Some(sent), lease),
             )
             .await;
+        let instance_id = lock_token::parse(lock_token).map(|(_, instance_id)| instance_id);
         let (effects, leases) = match acked {
             Ok(done) => done,
             Err(err) => {
+                // The lock ends with the ack, whatever its outcome (see `held_turns`).
+                if instance_id.is_some_and(|id| self.end_held_turn(id, lock_token)) {
+                    self.announce(Queue::Orchestrator, Wake::Some(1));
+                }
                 takers.iter().for_each(|taker| taker.unreserve());
-                if let (Some(lease), Some((_, instance_id))) = (lease, lock_token::parse(lock_token)) {
+                if let (Some(lease), Some(instance_id)) = (lease, instance_id) {
                     let held = Held::WorkItems {
                         instance_id: instance_id.to_owned(),
                     };
@@ -731,11 +803,24 @@ impl Provider for PostgresProvider {
             }
         }
         takers.for_each(|taker| taker.unreserve());
+        // Messages that arrived during the turn are counted in the ack's effects when it saw them
+        // (more items than the turn's messages) and announced below, after it returned, so after
+        // any result deferred to the lock committed; the fetch that wakes is likely to lock the
+        // instance again, so results keep deferring for a moment. Otherwise deferred results are
+        // announced here.
+        if let Some(instance_id) = instance_id {
+            let waiting = !effects.unknown && effects.orchestrator as usize > messages;
+            if waiting {
+                self.linger_held_turn(instance_id, lock_token);
+            } else if self.end_held_turn(instance_id, lock_token) {
+                self.announce(Queue::Orchestrator, Wake::Some(1));
+            }
+        }
         self.announce_effects(effects, messages);
         // Clients in other processes wait on the status and custom status (most turns change neither).
         if ack.changes_status() {
             // The token names the instance (a token it could not parse would have failed the ack).
-            if let Some((_, instance_id)) = lock_token::parse(lock_token) {
+            if let Some(instance_id) = instance_id {
                 self.inner.listener.announce_instance(instance_id);
             }
         }
@@ -756,9 +841,14 @@ impl Provider for PostgresProvider {
                 orchestrator_queue::abandon(self.db(), lock_token, delay),
             )
             .await;
+        // Waiting fetches must look again: at once (no delay) or to learn the new due time. That
+        // also announces results deferred to the lock, which ends here (see `held_turns`).
+        let deferred = lock_token::parse(lock_token)
+            .is_some_and(|(_, instance_id)| self.end_held_turn(instance_id, lock_token));
+        if abandoned.is_ok() || deferred {
+            self.announce(Queue::Orchestrator, Wake::All);
+        }
         abandoned?;
-        // Waiting fetches must look again: at once (no delay) or to learn the new due time.
-        self.announce(Queue::Orchestrator, Wake::All);
         Ok(())
     }
 
@@ -826,9 +916,14 @@ impl Provider for PostgresProvider {
             .as_ref()
             .filter(|c| worker_queue::is_plain(c))
             .and_then(|_| self.reserve_turn_taker());
-        // When leasing, local fetches hear of the completion only if the ack could not lock the
-        // instance (a turn of it runs, or a fetch holds it for a moment): they would find it locked.
-        let sent = (completion.is_some() && taker.is_none()).then(|| self.announce_when_sent(1, 0));
+        // Local fetches hear of the completion when the ack is sent unless it may find the instance
+        // locked: when leasing, only if the ack could not lock it (a turn of it runs, or a fetch
+        // holds it for a moment); when this object holds a turn of it, only when that turn ends
+        // (see `held_turns`). Either way they would have found it locked.
+        let held = completion
+            .as_ref()
+            .is_some_and(|c| self.inner.held_turns.holds(&c.instance_id));
+        let sent = (completion.is_some() && taker.is_none() && !held).then(|| self.announce_when_sent(1, 0));
         let lease = taker
             .as_ref()
             .map(|taker| (taker.lease(), lock_token::new_secret()));
@@ -854,14 +949,12 @@ impl Provider for PostgresProvider {
         };
         self.deleted(1);
         if !self.hand_turn_or_give_back(taker, acked.turn) && acked.enqueued {
-            if leasing {
+            match &completion {
                 // A turn of the instance runs (or a fetch held it a moment): local fetches were not
                 // told when the ack was sent.
-                self.inner
-                    .wakeups
-                    .work_arrived(Queue::Orchestrator, Wake::Some(1));
+                Some(completion) if leasing || held => self.announce_completion(&completion.instance_id),
+                _ => self.inner.listener.announce(Queue::Orchestrator, Wake::Some(1)),
             }
-            self.inner.listener.announce(Queue::Orchestrator, Wake::Some(1));
         }
         Ok(())
     }

@@ -496,6 +496,48 @@ async fn an_idle_orchestration_fetch_takes_the_instance_an_activity_completes() 
     assert_eq!(later.messages.len(), 1);
 }
 
+#[tokio::test]
+async fn a_result_for_an_instance_whose_turn_this_object_holds_wakes_no_fetch_until_the_turn_ends() {
+    let schemas = common::Schemas::default();
+    let p = Arc::new(schemas.single_connection_provider().await);
+    let activity = activity_of_a_running_instance(&p, "i").await;
+    // An event gives the instance a turn while its activity runs.
+    let client = common::connect(p.schema()).await;
+    client.enqueue_message(event("i")).await.expect("event");
+    let turn = fetch(&p).await;
+    // Another orchestration fetch waits (the last look saw nothing more to fetch).
+    let waiting = tokio::spawn({
+        let p = p.clone();
+        async move { p.fetch_orchestration_item(LOCK, Duration::from_secs(30)).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.stats().idle_fetches == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the orchestration fetch never went idle"
+        );
+        tokio::task::yield_now().await;
+    }
+
+    p.ack_work_item(&activity.lock_token, Some(event("i")))
+        .await
+        .expect("ack work");
+    assert_eq!(p.stats().results_deferred, 1);
+    p.ack_orchestration_item(&turn.lock_token, empty_turn(&turn))
+        .await
+        .expect("ack the turn");
+    let next = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiting fetch got the instance after the turn")
+        .expect("join")
+        .expect("fetch")
+        .expect("an instance");
+    assert_eq!(next.instance_id, "i");
+    assert_eq!(next.messages.len(), 1, "the activity's result");
+    // Woken when the turn ended, not at the recheck.
+    assert_eq!(p.stats().found_by_recheck, 0);
+}
+
 /// Runs the first turn of `instance` (scheduling one activity) and fetches that activity: what a
 /// busy runtime holds just before the activity's ack. Ends with an empty orchestration fetch, so the
 /// provider counts its orchestration fetches as running.

@@ -1,9 +1,11 @@
-//! Wake-ups on PostgreSQL with short polls: batches of chained activities on one runtime whose
+//! Wake-ups on PostgreSQL with short polls: batches of chained activities, then fan-outs whose results
+//! mostly arrive while their instance is locked, on one runtime whose
 //! dispatchers poll every 10 ms (as the Python benchmark's do), on a fresh schema of the server at
 //! `DUROXIDE_PG_URL`, dropped afterwards. Every item must be found through the announcement of the
 //! write that made it, never only by the provider's two-second recheck: such a find is a lost
 //! wake-up, and the work waited up to two seconds. (Fetches handed items by acks, given items from
-//! the stock, and polls ending while an ack hands them an item all once lost wake-ups here.)
+//! the stock, and polls ending while an ack hands them an item all once lost wake-ups here; results
+//! deferred to the end of a held turn are the newest way to lose one.)
 
 #[path = "chaos_workload/mod.rs"]
 mod workload;
@@ -36,6 +38,13 @@ async fn no_work_waits_for_the_recheck_when_polls_are_short() {
         let b = ctx.schedule_activity("Echo", a).await?;
         ctx.schedule_activity("Echo", b).await
     });
+    reg.orchestration("FanOut", |ctx: OrchestrationContext, n: String| async move {
+        let n: usize = n.parse().map_err(|e| format!("{e}"))?;
+        let tasks = (0..n)
+            .map(|i| ctx.schedule_activity("Echo", i.to_string()))
+            .collect();
+        Ok(ctx.join(tasks).await.len().to_string())
+    });
     let options = RuntimeOptions {
         orchestration_concurrency: 4,
         worker_concurrency: 8,
@@ -56,6 +65,23 @@ async fn no_work_waits_for_the_recheck_when_polls_are_short() {
             assert_eq!(common::completed(&client, id).await, "x");
         }
     }
+    for round in 0..3 {
+        let ids: Vec<String> = (0..3).map(|i| format!("f{round}-{i}")).collect();
+        for id in &ids {
+            client
+                .start_orchestration(id, "FanOut", "100")
+                .await
+                .expect("start");
+        }
+        for id in &ids {
+            assert_eq!(common::completed(&client, id).await, "100");
+        }
+    }
+    assert!(
+        pg.stats().results_deferred > 0,
+        "fan-outs defer results: {:?}",
+        pg.stats()
+    );
     runtime.shutdown(common::SHUTDOWN).await;
     assert_eq!(
         pg.stats().found_by_recheck,
