@@ -24,14 +24,22 @@
 //!
 //! A batch holds the row locks of its acks' instances until its commit, so batches stay small
 //! ([`MAX_BATCH`]) and a lone ack runs as it would alone (no `BEGIN`, no `COMMIT`).
+//!
+//! Activities' plain completions, the most common ack, are merged: a batch with two or more sends
+//! them as one statement that takes each completion's arguments as elements of arrays and tags every
+//! row it returns with the completion's position (its last column), so each ack still gets its own
+//! rows (`Completion`, migration 5). Most of a call's server time is the call itself, not its rows.
+//! When the batch fails, each completion runs alone as its own statement, as every other ack does.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use duroxide_core::provider::ProviderError;
 use tokio::sync::{oneshot, Semaphore};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
+use uuid::Uuid;
 
 use crate::mux::{Conn, Mux, Step};
 
@@ -52,8 +60,24 @@ type Reply = Result<Vec<Row>, Failure>;
 /// Called once a job's statement was sent, with the connection it was sent on.
 pub(crate) type Sent = Box<dyn FnOnce(&Arc<Conn>) + Send + Sync>;
 
+/// An activity's plain completion, which a batch merges with the others it carries (see the module
+/// documentation). The ack's own statement (`Committer::run`'s `sql`) does the same for one.
+pub(crate) struct Completion {
+    /// The merged statement: `(ids, secrets, instances, payloads, lease secrets, lease ms)`, each an
+    /// array with one element per completion, returning rows whose last column is the 1-based
+    /// position of the completion they answer.
+    pub(crate) merged_sql: String,
+    pub(crate) id: i64,
+    pub(crate) secret: Uuid,
+    pub(crate) instance_id: String,
+    pub(crate) payload: String,
+    pub(crate) lease_secret: Option<Uuid>,
+    pub(crate) lease_ms: Option<i64>,
+}
+
 struct Job {
     operation: &'static str,
+    completion: Option<Completion>,
     /// Its commit must wait for the WAL flush (see `durability`).
     waits: bool,
     sent: Option<Sent>,
@@ -68,6 +92,8 @@ pub(crate) struct Committer {
     queue: Mutex<VecDeque<Job>>,
     /// One permit per batch in flight (per ack connection).
     permits: Semaphore,
+    /// Batches whose transaction failed, whose acks then ran one by one.
+    reruns: AtomicU64,
 }
 
 impl std::fmt::Debug for Committer {
@@ -85,7 +111,14 @@ impl Committer {
             mux,
             queue: Mutex::new(VecDeque::new()),
             permits: Semaphore::new(connections.max(1)),
+            reruns: AtomicU64::new(0),
         }
+    }
+
+    /// Batches so far whose transaction failed as a whole (a statement of one of its acks failed),
+    /// whose acks then ran one by one.
+    pub(crate) fn reruns(&self) -> u64 {
+        self.reruns.load(Ordering::Relaxed)
     }
 
     fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Job>> {
@@ -98,11 +131,14 @@ impl Committer {
     /// round trip of a batch.
     /// `sent` runs as soon as the statement is on its way (before its commit), with its connection:
     /// a statement sent there afterwards runs after this one's commit.
+    /// `completion`: the same ack as arguments that a batch merges (see [`Completion`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn run(
         &self,
         operation: &'static str,
         sql: &str,
         params: Vec<Param>,
+        completion: Option<Completion>,
         waits: bool,
         sent: Option<Sent>,
         counter: &(dyn Fn() + Sync),
@@ -110,6 +146,7 @@ impl Committer {
         let (reply, mut replied) = oneshot::channel();
         self.queue().push_back(Job {
             operation,
+            completion,
             waits,
             sent,
             sql: sql.to_owned(),
@@ -194,6 +231,22 @@ impl Committer {
             return;
         }
 
+        // Two or more completions go as one statement, in the place of the first.
+        let merged = Merged::of(&jobs);
+        let merged_statement = match &merged {
+            Some(merged) => match conn.statement(&merged.sql).await {
+                Ok((statement, prepared)) => {
+                    if prepared {
+                        counter();
+                    }
+                    Some(statement)
+                }
+                Err(err) => return reply_all(jobs, &crate::error::db_error(operation, err)),
+            },
+            None => None,
+        };
+        let merged_params = merged.as_ref().map(Merged::params);
+
         // BEGIN; every ack; COMMIT — sent back to back in this order. (A lone ack that need not wait
         // for its flush goes this way too: the setting is the transaction's.)
         let param_refs: Vec<Vec<&(dyn ToSql + Sync)>> = jobs.iter().map(|job| params(&job.params)).collect();
@@ -204,8 +257,22 @@ impl Committer {
             "BEGIN; SET LOCAL synchronous_commit TO off"
         };
         steps.push(Box::pin(simple(client, begin)));
-        for (statement, params) in statements.iter().zip(&param_refs) {
-            steps.push(Box::pin(client.query(statement, params)));
+        // Which step answers each job: its own, or the merged one.
+        let mut answered_by = Vec::with_capacity(jobs.len());
+        let mut merged_step = None;
+        for (i, (statement, params)) in statements.iter().zip(&param_refs).enumerate() {
+            match (&merged, &merged_statement, &merged_params) {
+                (Some(merged), Some(statement), Some(params)) if merged.positions.contains(&i) => {
+                    if merged_step.is_none() {
+                        merged_step = Some(steps.len() - 1);
+                        steps.push(Box::pin(client.query(statement, params)));
+                    }
+                }
+                _ => {
+                    answered_by.push((i, steps.len() - 1));
+                    steps.push(Box::pin(client.query(statement, params)));
+                }
+            }
         }
         steps.push(Box::pin(simple(client, "COMMIT")));
         let mut results = conn.send_together(steps, on_sent).await;
@@ -214,12 +281,30 @@ impl Committer {
         let all_ok = results.iter().all(Result::is_ok);
         match (begin, commit) {
             (Ok(_), Ok(_)) if all_ok => {
-                for (job, result) in jobs.into_iter().zip(results) {
-                    let _ = job.reply.send(result.map_err(Failure::Sql));
+                let mut replies: Vec<Option<Reply>> = jobs.iter().map(|_| None).collect();
+                let mut results: Vec<Option<Vec<Row>>> = results.into_iter().map(Result::ok).collect();
+                for (job, step) in answered_by {
+                    replies[job] = results[step].take().map(Ok);
+                }
+                if let (Some(merged), Some(step)) = (&merged, merged_step) {
+                    let rows = results[step].take().unwrap_or_default();
+                    for (job, rows) in merged.split(rows) {
+                        replies[job] = Some(rows);
+                    }
+                }
+                for (job, reply) in jobs.into_iter().zip(replies) {
+                    let reply = reply.unwrap_or_else(|| {
+                        Err(Failure::Provider(ProviderError::permanent(
+                            job.operation,
+                            "the batch returned no result for this ack (a bug in the provider)",
+                        )))
+                    });
+                    let _ = job.reply.send(reply);
                 }
             }
             (Ok(_), Ok(_)) => {
                 // A statement failed and the transaction rolled back: each ack again, on its own.
+                self.reruns.fetch_add(1, Ordering::Relaxed);
                 // (Each statement is its own transaction, waiting for its flush; they are still sent
                 // back to back.)
                 counter();
@@ -238,6 +323,91 @@ impl Committer {
                 reply_all(jobs, &crate::error::db_error(operation, err));
             }
         }
+    }
+}
+
+/// The completions of a batch, sent as one statement (see [`Completion`]).
+struct Merged {
+    sql: String,
+    /// The jobs merged, by index in the batch; position `k + 1` in the statement is `positions[k]`.
+    positions: Vec<usize>,
+    ids: Vec<i64>,
+    secrets: Vec<Uuid>,
+    instances: Vec<String>,
+    payloads: Vec<String>,
+    lease_secrets: Vec<Option<Uuid>>,
+    lease_ms: Vec<Option<i64>>,
+}
+
+impl Merged {
+    /// The completions of `jobs` when there are at least two (with the same merged statement).
+    fn of(jobs: &[Job]) -> Option<Merged> {
+        let first = jobs.iter().find_map(|job| job.completion.as_ref())?;
+        let mut merged = Merged {
+            sql: first.merged_sql.clone(),
+            positions: Vec::new(),
+            ids: Vec::new(),
+            secrets: Vec::new(),
+            instances: Vec::new(),
+            payloads: Vec::new(),
+            lease_secrets: Vec::new(),
+            lease_ms: Vec::new(),
+        };
+        for (i, job) in jobs.iter().enumerate() {
+            let Some(c) = job.completion.as_ref().filter(|c| c.merged_sql == merged.sql) else {
+                continue;
+            };
+            merged.positions.push(i);
+            merged.ids.push(c.id);
+            merged.secrets.push(c.secret);
+            merged.instances.push(c.instance_id.clone());
+            merged.payloads.push(c.payload.clone());
+            merged.lease_secrets.push(c.lease_secret);
+            merged.lease_ms.push(c.lease_ms);
+        }
+        (merged.positions.len() >= 2).then_some(merged)
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.ids,
+            &self.secrets,
+            &self.instances,
+            &self.payloads,
+            &self.lease_secrets,
+            &self.lease_ms,
+        ]
+    }
+
+    /// The merged statement's rows, as each merged job's (by index in the batch). A job without
+    /// rows gets an error: the statement answers every position.
+    fn split(&self, rows: Vec<Row>) -> Vec<(usize, Reply)> {
+        let mut split: Vec<Vec<Row>> = self.positions.iter().map(|_| Vec::new()).collect();
+        for row in rows {
+            let position = row.try_get::<_, i32>(row.len() - 1).ok();
+            let slot = position
+                .and_then(|p| usize::try_from(p).ok())
+                .and_then(|p| p.checked_sub(1))
+                .and_then(|k| split.get_mut(k));
+            if let Some(slot) = slot {
+                slot.push(row);
+            }
+        }
+        self.positions
+            .iter()
+            .zip(split)
+            .map(|(&job, rows)| {
+                let reply = if rows.is_empty() {
+                    Err(Failure::Provider(ProviderError::permanent(
+                        "ack_work_item",
+                        "the merged completion returned no row for this ack (a bug in the provider)",
+                    )))
+                } else {
+                    Ok(rows)
+                };
+                (job, reply)
+            })
+            .collect()
     }
 }
 
@@ -280,6 +450,7 @@ mod tests {
                 "test",
                 "SELECT current_setting('synchronous_commit')",
                 Vec::new(),
+                None,
                 waits,
                 None,
                 &|| {},
@@ -312,7 +483,7 @@ mod tests {
                     let params: Vec<Param> = vec![Box::new(key)];
                     let sql = "SELECT pg_advisory_xact_lock($1)::text";
                     assert!(committer
-                        .run("test", sql, params, true, None, &|| {})
+                        .run("test", sql, params, None, true, None, &|| {})
                         .await
                         .is_ok());
                 }
@@ -339,6 +510,93 @@ mod tests {
                     "{first}, {second}"
                 );
             }
+        }
+    }
+
+    /// Completions queued together go as one merged statement, and each gets the rows of its own
+    /// position; when the batch fails, each runs alone as its own statement.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn completions_in_one_batch_go_as_one_statement_each_with_its_rows() {
+        let (target, admin) = admin_connection().await;
+        let committer = Arc::new(Committer::new(Mux::new(target, 1), 1));
+        let merged_sql = "SELECT 'merged'::text, u.id, u.position::integer
+                          FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::uuid[],
+                                      $6::bigint[]) WITH ORDINALITY
+                               AS u(id, secret, instance, payload, lease, lease_ms, position)";
+        for (other_sql, completions_via) in [
+            ("SELECT 'other'::text, $1::bigint", "merged"),
+            ("SELECT 'other'::text, 1 / ($1::bigint - $1::bigint)", "alone"),
+        ] {
+            let key: i64 = rand_key();
+            admin
+                .execute("SELECT pg_advisory_lock($1)", &[&key])
+                .await
+                .expect("take the advisory lock");
+            let blocker = tokio::spawn({
+                let committer = committer.clone();
+                async move {
+                    let params: Vec<Param> = vec![Box::new(key)];
+                    let sql = "SELECT pg_advisory_xact_lock($1)::text";
+                    assert!(committer
+                        .run("test", sql, params, None, true, None, &|| {})
+                        .await
+                        .is_ok());
+                }
+            });
+            while committer.permits.available_permits() > 0 {
+                tokio::task::yield_now().await;
+            }
+            let completions: Vec<_> = (10..13_i64)
+                .map(|id| {
+                    let committer = committer.clone();
+                    tokio::spawn(async move {
+                        let completion = Completion {
+                            merged_sql: merged_sql.to_owned(),
+                            id,
+                            secret: Uuid::new_v4(),
+                            instance_id: format!("i{id}"),
+                            payload: "{}".to_owned(),
+                            lease_secret: None,
+                            lease_ms: None,
+                        };
+                        let params: Vec<Param> = vec![Box::new(id)];
+                        let sql = "SELECT 'alone'::text, $1::bigint";
+                        let rows = committer
+                            .run("test", sql, params, Some(completion), true, None, &|| {})
+                            .await
+                            .unwrap_or_else(|_| panic!("completion {id} ran"));
+                        let rows: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+                        (id, rows)
+                    })
+                })
+                .collect();
+            let other = tokio::spawn({
+                let committer = committer.clone();
+                async move {
+                    let params: Vec<Param> = vec![Box::new(7_i64)];
+                    committer
+                        .run("test", other_sql, params, None, true, None, &|| {})
+                        .await
+                        .is_ok()
+                }
+            });
+            while committer.queue().len() < 4 {
+                tokio::task::yield_now().await;
+            }
+            admin
+                .execute("SELECT pg_advisory_unlock($1)", &[&key])
+                .await
+                .expect("release the advisory lock");
+            blocker.await.expect("the blocking batch");
+            for completion in completions {
+                let (id, rows) = completion.await.expect("a completion");
+                assert_eq!(rows, vec![(completions_via.to_owned(), id)], "{other_sql}");
+            }
+            assert_eq!(
+                other.await.expect("the other ack"),
+                completions_via == "merged",
+                "{other_sql}"
+            );
         }
     }
 
@@ -378,7 +636,7 @@ mod tests {
                         let id = next_id.fetch_add(1, Ordering::SeqCst);
                         let params: Vec<Param> = vec![Box::new(id)];
                         assert!(committer
-                            .run("test", &insert, params, true, None, &|| {})
+                            .run("test", &insert, params, None, true, None, &|| {})
                             .await
                             .is_ok());
                     }

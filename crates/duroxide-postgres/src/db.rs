@@ -8,7 +8,7 @@ use duroxide_core::provider::ProviderError;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
-use crate::batch::{Committer, Failure, Param, Sent};
+use crate::batch::{Committer, Completion, Failure, Param, Sent};
 use crate::durability::Durability;
 use crate::error::{pool_error, sql_err};
 use crate::mux::{Conn, Lease, Mux};
@@ -28,6 +28,7 @@ pub(crate) struct Statements {
     pub(crate) fetch_work_items: String,
     pub(crate) ack_work_item: String,
     pub(crate) complete_work_item: String,
+    pub(crate) complete_work_items: String,
     pub(crate) abandon_work_item: String,
     pub(crate) release_work_item: String,
     pub(crate) release_unsettled_work_items: String,
@@ -64,6 +65,7 @@ impl Statements {
             fetch_work_items: call("fetch_work_items", 9),
             ack_work_item: call("ack_work_item", 9),
             complete_work_item: call("complete_work_item", 6),
+            complete_work_items: call("complete_work_items", 6),
             abandon_work_item: schema.render(
                 "UPDATE __schema__.worker_queue
                  SET lock_token = NULL, locked_until_ms = NULL,
@@ -138,6 +140,11 @@ impl Db {
     /// and statements prepared on a connection for the first time.
     pub(crate) fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// Batches of acks whose transaction failed, whose acks then ran one by one (see `batch`).
+    pub(crate) fn batch_reruns(&self) -> u64 {
+        self.committer.reruns()
     }
 
     fn count(&self) {
@@ -253,19 +260,22 @@ impl Db {
 
     /// Runs one statement that must be durable (an ack) in the next batch of acks (see `batch`) and
     /// returns its rows once the batch committed (with `waits`, once the commit is flushed; see
-    /// `durability`), mapping its own errors with `on_error`.
+    /// `durability`), mapping its own errors with `on_error`. `completion`: the same ack as
+    /// arguments a batch can merge with other completions (see `batch`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn commit_query(
         &self,
         operation: &'static str,
         sql: &str,
         params: Vec<Param>,
+        completion: Option<Completion>,
         waits: bool,
         sent: Option<Sent>,
         on_error: impl FnOnce(tokio_postgres::Error) -> ProviderError,
     ) -> Result<Vec<Row>, ProviderError> {
         match self
             .committer
-            .run(operation, sql, params, waits, sent, &|| self.count())
+            .run(operation, sql, params, completion, waits, sent, &|| self.count())
             .await
         {
             Ok(rows) => Ok(rows),

@@ -49,7 +49,9 @@
 //! * **Flat functions on the hot path.** A turn's ack and an activity's plain completion are each
 //!   one PL/pgSQL function without nested function calls (migration 0004): a nested call applied and
 //!   restored its settings and started another executor: about a third of an ack's server time in
-//!   a chain of activities (pg_stat_statements).
+//!   a chain of activities (pg_stat_statements). The plain completions that one batch of acks
+//!   carries go as one call taking arrays (migration 0005), since most of a call's time is the call
+//!   itself; [`ProviderStats::batch_reruns`] counts batches that failed as a whole.
 //! * **Claims that never wait and never miss.** Candidates are locked with `FOR NO KEY UPDATE SKIP
 //!   LOCKED`, so concurrent fetchers move on to the next free instance or item instead of blocking or
 //!   reporting "no work". Session claims re-check ownership atomically.

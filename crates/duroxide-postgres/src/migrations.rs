@@ -41,10 +41,15 @@ const MIGRATIONS: &[Migration] = &[
         description: "one flat function for an activity's plain completion; hand-backs that are not attempts",
         sql: include_str!("migrations/0004_plain_completions.sql"),
     },
+    Migration {
+        version: 5,
+        description: "several activities' plain completions in one call",
+        sql: include_str!("migrations/0005_merged_completions.sql"),
+    },
 ];
 
 /// The schema version this build creates and understands.
-pub const LATEST_VERSION: i64 = 4;
+pub const LATEST_VERSION: i64 = 5;
 
 /// The table that records applied migrations. Prefixed so it cannot collide with an application's
 /// own `schema_migrations` table when the schema is shared.

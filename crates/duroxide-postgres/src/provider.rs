@@ -139,6 +139,10 @@ pub struct ProviderStats {
     /// Instances an activity's ack locked along with the completion it stored, for one of this
     /// object's idle orchestration fetches or for the next one (see the crate documentation).
     pub turns_handed: u64,
+    /// Batches of group-committed acks that failed as a whole because one ack's statement failed
+    /// (an ack that fails anyway, such as a turn recorded twice), whose acks then ran one by one. A
+    /// batch of healthy acks never fails.
+    pub batch_reruns: u64,
     /// Activity results stored for an instance while this object held it locked for a turn, which
     /// woke no fetch then (it would have found the instance locked) but when the turn ended.
     pub results_deferred: u64,
@@ -255,6 +259,7 @@ impl PostgresProvider {
             work_items_handed: self.inner.work_handoffs.handed(),
             turns_handed: self.inner.turn_handoffs.handed(),
             results_deferred: self.inner.held_turns.deferred(),
+            batch_reruns: self.inner.db.batch_reruns(),
             found_by_recheck: self.inner.wakeups.found_by_recheck(),
             idle_fetches: self.inner.work_handoffs.idle() + self.inner.turn_handoffs.idle(),
         }

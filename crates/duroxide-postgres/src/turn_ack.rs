@@ -309,7 +309,7 @@ pub(crate) async fn ack(
     let statement = &db.sql.ack_turn;
     let waits = db.durability.turn_waits(instance_id, ack);
     let row = db
-        .commit_query(OP, statement, params, waits, sent, |err| {
+        .commit_query(OP, statement, params, None, waits, sent, |err| {
             refused_ack(err, instance_id, ack.execution_id)
         })
         .await?

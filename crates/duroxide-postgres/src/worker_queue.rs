@@ -8,7 +8,7 @@ use duroxide_core::provider::{
     ActivityRef, NewMessage, OrchestrationItem, ProviderError, TagFilter, WorkItemLease, WorkerFetch,
 };
 
-use crate::batch::{Param, Sent};
+use crate::batch::{Completion, Param, Sent};
 use crate::coalesce::Batch;
 use crate::db::Db;
 use crate::lock_token;
@@ -168,14 +168,25 @@ pub(crate) async fn ack(
     let (id, secret) = parse_token(OP, token)?;
     let mut params: Vec<Param> = vec![Box::new(id), Box::new(secret)];
     let lease_secret = lease.map_or_else(lock_token::new_secret, |(_, secret)| secret);
+    let mut merge = None;
     let (statement, outcome_column) = match completion.filter(|c| is_plain(c)) {
         Some(plain) => {
+            let lease_ms = lease.map(|(lock, _)| rows::duration_ms(lock));
             params.extend([
                 Box::new(plain.instance_id.clone()) as Param,
                 Box::new(plain.payload.clone()),
                 Box::new(lease.map(|_| lease_secret)),
-                Box::new(lease.map(|(lock, _)| rows::duration_ms(lock))),
+                Box::new(lease_ms),
             ]);
+            merge = Some(Completion {
+                merged_sql: db.sql.complete_work_items.clone(),
+                id,
+                secret,
+                instance_id: plain.instance_id.clone(),
+                payload: plain.payload.clone(),
+                lease_secret: lease.map(|_| lease_secret),
+                lease_ms,
+            });
             (&db.sql.complete_work_item, 19)
         }
         None if lease.is_some() => {
@@ -191,7 +202,15 @@ pub(crate) async fn ack(
     };
     let waits = db.durability.completion_waits(completion);
     let rows = db
-        .commit_query(OP, statement, params, waits, sent, crate::error::sql_err(OP))
+        .commit_query(
+            OP,
+            statement,
+            params,
+            merge,
+            waits,
+            sent,
+            crate::error::sql_err(OP),
+        )
         .await?;
     let row = rows
         .first()

@@ -670,6 +670,72 @@ async fn a_fetch_query_leases_queued_instances_for_the_next_fetches() {
 }
 
 #[tokio::test]
+async fn completions_committed_together_each_get_their_own_outcome() {
+    let schemas = common::Schemas::default();
+    let p = schemas.single_connection_provider().await;
+    // One activity of "gone", whose instance (and work) is deleted before its ack, and four of "i".
+    let gone = activity_of_a_running_instance(&p, "gone").await;
+    p.create_instance(common::start("i")).await.expect("create");
+    let item = fetch(&p).await;
+    let work = (2..6).map(|event_id| work_item("i", event_id)).collect();
+    p.ack_orchestration_item(&item.lock_token, first_turn(&item, 0, work))
+        .await
+        .expect("ack");
+    let mut leases = Vec::new();
+    while let Some(lease) = p
+        .fetch_work_item(&worker(), Duration::ZERO)
+        .await
+        .expect("fetch work")
+    {
+        leases.push(lease);
+    }
+    assert_eq!(leases.len(), 4);
+    p.delete_instance("gone", true).await.expect("delete");
+    // One of them loses its lease.
+    p.abandon_work_item(&leases[3].lock_token, None)
+        .await
+        .expect("abandon");
+
+    // All acked at once: behind the first, the others queue and commit as one batch (one call).
+    let mut acks = vec![(gone.lock_token.clone(), "gone")];
+    acks.extend(leases.iter().map(|l| (l.lock_token.clone(), "i")));
+    let results = futures_join_all(
+        acks.iter()
+            .map(|(token, instance)| p.ack_work_item(token, Some(event(instance)))),
+    )
+    .await;
+    assert_eq!(
+        results[0].as_ref().map_err(|e| e.kind),
+        Err(ProviderErrorKind::LockLost),
+        "the deleted instance's work item went with it"
+    );
+    assert!(results[1..4].iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        results[4].as_ref().map_err(|e| e.kind),
+        Err(ProviderErrorKind::LockLost),
+        "the abandoned item's lease is lost"
+    );
+
+    // The three results reach "i", in one turn or more.
+    let mut messages = 0;
+    while messages < 3 {
+        let turn = fetch(&p).await;
+        assert_eq!(turn.instance_id, "i");
+        messages += turn.messages.len();
+        p.ack_orchestration_item(&turn.lock_token, empty_turn(&turn))
+            .await
+            .expect("ack the turn");
+    }
+    assert_eq!(messages, 3);
+    assert_eq!(p.stats().batch_reruns, 0, "the batch's merged statement failed");
+    let none = p
+        .fetch_orchestration_item(LOCK, Duration::ZERO)
+        .await
+        .expect("fetch");
+    assert!(none.is_none(), "nothing else was stored");
+}
+
+#[tokio::test]
 async fn a_stocked_turn_nobody_takes_goes_back() {
     let schemas = common::Schemas::default();
     let p = schemas.provider().await;

@@ -4,7 +4,7 @@
 //! is repeated.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,9 @@ struct Proxy {
     port: u16,
     mute: Arc<AtomicBool>,
     cuts: watch::Sender<u64>,
+    /// Cuts so far: a connection opened before the latest cut forwards nothing more, even when the
+    /// cut ends the mute before the connection's task has seen it.
+    cut_count: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -34,7 +37,8 @@ impl Proxy {
         let port = listener.local_addr().expect("proxy address").port();
         let mute = Arc::new(AtomicBool::new(false));
         let (cuts, _) = watch::channel(0u64);
-        let (mute_flag, cut_signal) = (mute.clone(), cuts.clone());
+        let cut_count = Arc::new(AtomicU64::new(0));
+        let (mute_flag, cut_signal, cut_counter) = (mute.clone(), cuts.clone(), cut_count.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(upstream).await else {
@@ -43,6 +47,7 @@ impl Proxy {
                 let mut cut = cut_signal.subscribe();
                 cut.borrow_and_update();
                 let mute = mute_flag.clone();
+                let (cut_counter, opened_after) = (cut_counter.clone(), cut_counter.load(Ordering::SeqCst));
                 tokio::spawn(async move {
                     let (mut client_read, mut client_write) = client.into_split();
                     let (mut server_read, mut server_write) = server.into_split();
@@ -54,7 +59,8 @@ impl Proxy {
                             if n == 0 {
                                 return Ok::<(), std::io::Error>(());
                             }
-                            if !mute.load(Ordering::SeqCst) {
+                            let was_cut = cut_counter.load(Ordering::SeqCst) != opened_after;
+                            if !mute.load(Ordering::SeqCst) && !was_cut {
                                 client_write.write_all(&buf[..n]).await?;
                             }
                         }
@@ -68,10 +74,16 @@ impl Proxy {
                 });
             }
         });
-        Proxy { port, mute, cuts }
+        Proxy {
+            port,
+            mute,
+            cuts,
+            cut_count,
+        }
     }
 
     fn cut(&self) {
+        self.cut_count.fetch_add(1, Ordering::SeqCst);
         self.cuts.send_modify(|n| *n += 1);
         self.mute.store(false, Ordering::SeqCst);
     }
