@@ -64,10 +64,11 @@
 //! * **Wake-ups, not polling.** A dedicated listener connection per provider object LISTENs on the
 //!   schema's channel; writes announce themselves to local fetches at once and to other processes
 //!   with `pg_notify`, saying how many items they made fetchable, and each item wakes one waiting
-//!   fetch, not all. After a look that left nothing fetchable a queue is known empty until an
-//!   announcement, a stored due time or a two-second recheck, so an idle runtime issues about one
-//!   query per queue every two seconds (see `wakeups` and `listener` in the source for why NOTIFY is
-//!   sent after the commit). Acks that change an instance's status or custom status announce its id
+//!   fetch, not all. A turn's timer wakes no local fetch: it brings their next look forward to its
+//!   due time instead. After a look that left nothing fetchable a queue is known empty until an
+//!   announcement, a stored or hinted due time or a two-second recheck, so an idle runtime issues
+//!   about one query per queue every two seconds (see `wakeups` and `listener` in the source for why
+//!   NOTIFY is sent after the commit). Acks that change an instance's status or custom status announce its id
 //!   the same way, so a client waiting in another process wakes at once
 //!   (`Provider::watch_instance_changes`).
 //! * **Queues stay small.** Queue rows live for moments and leave dead index entries that every claim

@@ -275,6 +275,18 @@ impl PostgresProvider {
         self.inner.listener.announce(queue, wake);
     }
 
+    /// A stored orchestrator message: local fetches look for it now or, when it is for later, at its
+    /// due time (see `wakeups`); other processes hear of it.
+    fn announce_message(&self, message: &NewMessage) {
+        match split_by_due(std::slice::from_ref(message)) {
+            (_, Some(due)) => {
+                self.inner.wakeups.due_at(Queue::Orchestrator, due.into());
+                self.inner.listener.announce(Queue::Orchestrator, Wake::Some(1));
+            }
+            _ => self.announce(Queue::Orchestrator, Wake::Some(1)),
+        }
+    }
+
     /// Hands back a leased work item nobody will run (its fetch went away): fetchable again at once.
     fn release_work(&self, lease: WorkItemLease) {
         self.hand_back(Queue::Worker, move |provider| async move {
@@ -660,6 +672,26 @@ impl PostgresProvider {
     }
 }
 
+/// How many of `messages` are visible at once, and when the first of the others becomes visible
+/// (a local instant, a millisecond after its `visible_at_ms` on this host's clock, the clock the
+/// runtime stamped it with).
+fn split_by_due(messages: &[NewMessage]) -> (usize, Option<Instant>) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let later = messages
+        .iter()
+        .filter_map(|m| m.visible_at_ms)
+        .filter(|&at| at > now_ms)
+        .min();
+    let immediate = messages
+        .iter()
+        .filter(|m| m.visible_at_ms.is_none_or(|at| at <= now_ms))
+        .count();
+    let due = later.map(|at| Instant::now() + Duration::from_millis(at - now_ms + 1));
+    (immediate, due)
+}
+
 /// Who gets a turn an operation locks (see `PostgresProvider::reserve_turn_taker`).
 struct TurnTaker {
     /// An idle fetch; `None`: the stock.
@@ -718,14 +750,14 @@ impl Provider for PostgresProvider {
             }
         };
         if !self.hand_turn_or_give_back(taker, turn) && created {
-            self.announce(Queue::Orchestrator, Wake::Some(1));
+            self.announce_message(&message);
         }
         Ok(created)
     }
 
     async fn enqueue_message(&self, message: NewMessage) -> Result<(), ProviderError> {
         orchestrator_queue::enqueue_message(self.db(), &message).await?;
-        self.announce(Queue::Orchestrator, Wake::Some(1));
+        self.announce_message(&message);
         Ok(())
     }
 
@@ -772,7 +804,9 @@ impl Provider for PostgresProvider {
             secret: lock_token::new_secret(),
         });
         let messages = ack.messages.len();
-        let sent = self.announce_when_sent(messages, ack.worker_items.len() - takers.len());
+        // Messages for later (timers) wake no fetch now: they give a due hint once committed.
+        let (immediate, later) = split_by_due(&ack.messages);
+        let sent = self.announce_when_sent(immediate, ack.worker_items.len() - takers.len());
         let acked = self
             .settling(
                 lock_token,
@@ -808,6 +842,9 @@ impl Provider for PostgresProvider {
             }
         }
         takers.for_each(|taker| taker.unreserve());
+        if let Some(due) = later {
+            self.inner.wakeups.due_at(Queue::Orchestrator, due.into());
+        }
         // Messages that arrived during the turn are counted in the ack's effects when it saw them
         // (more items than the turn's messages) and announced below, after it returned, so after
         // any result deferred to the lock committed; the fetch that wakes is likely to lock the

@@ -23,6 +23,12 @@
 //! Announcements whose effect a count cannot describe ([`Wake::All`]: an abandon's new due time, a
 //! released session, a reconnected listener) make every fetch decide again: the first to look does so
 //! for all.
+//!
+//! A write that stores work for later (a turn's timer) is no look's business until it comes due: it
+//! gives a *due hint* ([`Wakeups::due_at`]) instead of tickets, which brings the known-empty queue's
+//! expiry forward without a query. A hint outlives the looks that began before it was given (they
+//! could not see its write), so a look already under way cannot bury it under a later due time.
+//! Before this, every turn that scheduled a timer woke a fetch whose look found nothing.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -166,6 +172,17 @@ struct KeyState {
     via: VecDeque<Arc<Conn>>,
     /// Looks in progress.
     looking: u32,
+    /// The earliest due time hinted since the last look that could have seen every hinted write, and
+    /// the latest hint's number (see [`Wakeups::due_at`]).
+    hint: Option<(u64, Instant)>,
+}
+
+/// When known-empty knowledge runs out by itself (a due hint may bring it forward), and why.
+fn expires(hint: Option<(u64, Instant)>, known: &KnownEmpty) -> (Instant, Expiry) {
+    match hint {
+        Some((_, hinted)) if hinted < known.expires() => (hinted, Expiry::Due),
+        _ => (known.expires(), known.expiry()),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -174,6 +191,8 @@ struct Signal {
     epoch: AtomicU64,
     /// Items announced so far ([`Wake::Some`] counts).
     announced: AtomicU64,
+    /// Due hints given so far (their numbers).
+    hinted: AtomicU64,
     /// Keyed by fetch request (worker fetches with different filters see different queues).
     keys: Mutex<HashMap<String, KeyState>>,
 }
@@ -227,6 +246,14 @@ impl Signal {
         }
     }
 
+    /// Until when a fetch that just learned `known` waits without a query (a due hint may be sooner).
+    fn trusted_until(&self, key: &str, known: &KnownEmpty) -> Instant {
+        match self.keys().get(key) {
+            Some(state) => expires(state.hint, known).0,
+            None => known.expires(),
+        }
+    }
+
     /// Every waiting fetch decides again.
     fn wake_everyone(&self) {
         for state in self.keys().values() {
@@ -252,6 +279,7 @@ impl Signal {
                 via: None,
             }
         } else {
+            let hint = state.hint;
             match state.known.as_mut() {
                 None => Next::Look {
                     refresh: None,
@@ -261,13 +289,18 @@ impl Signal {
                     refresh: None,
                     via: None,
                 },
-                Some(entry) if now < entry.expires() => Next::Trust(entry.expires()),
-                Some(entry) if entry.refreshing => Next::AwaitRefresh,
                 Some(entry) => {
-                    entry.refreshing = true;
-                    Next::Look {
-                        refresh: Some(entry.expiry()),
-                        via: None,
+                    let (expires, expiry) = expires(hint, entry);
+                    if now < expires {
+                        Next::Trust(expires)
+                    } else if entry.refreshing {
+                        Next::AwaitRefresh
+                    } else {
+                        entry.refreshing = true;
+                        Next::Look {
+                            refresh: Some(expiry),
+                            via: None,
+                        }
                     }
                 }
             }
@@ -294,15 +327,30 @@ impl Signal {
         }
     }
 
-    /// A look left nothing fetchable. `announced`: [`Signal::announced`] before it; the tickets of
-    /// announcements made before the look are void (their items are gone), those of announcements
-    /// made since stay.
-    fn drained(&self, key: &str, announced: u64, entry: KnownEmpty) {
+    /// A look left nothing fetchable. `announced` and `hinted`: [`Signal::announced`] and
+    /// [`Signal::hinted`] before it; the tickets of announcements made before the look are void
+    /// (their items are gone), those of announcements made since stay, and so does a due hint given
+    /// since (the look's due time may not include it).
+    fn drained(&self, key: &str, announced: u64, hinted: u64, entry: KnownEmpty) {
         let since = self.announced.load(Ordering::SeqCst).saturating_sub(announced);
         let mut keys = self.keys();
         let state = keys.entry(key.to_owned()).or_default();
         state.known = Some(entry);
         state.tickets = state.tickets.min(since);
+        if state.hint.is_some_and(|(number, _)| number <= hinted) {
+            state.hint = None;
+        }
+    }
+
+    /// Work becomes fetchable at `due` (a write that committed): every key's known-empty expiry comes
+    /// forward to it, and waiting fetches decide again (to sleep until then, not to look).
+    fn hint(&self, due: Instant) {
+        let number = self.hinted.fetch_add(1, Ordering::SeqCst) + 1;
+        for state in self.keys().values_mut() {
+            let earliest = state.hint.map_or(due, |(_, hinted)| hinted.min(due));
+            state.hint = Some((number, earliest));
+            state.wake.notify_waiters();
+        }
     }
 
     /// A look found an item and saw more: the queue is not empty, so every waiting fetch, and every
@@ -381,6 +429,12 @@ impl Wakeups {
         self.signal(queue).announce(wake, Some(conn));
     }
 
+    /// A committed write stored work on `queue` that becomes fetchable at `due` and no sooner (a
+    /// timer): fetches wait for it without a look now (see the module documentation).
+    pub(crate) fn due_at(&self, queue: Queue, due: Instant) {
+        self.signal(queue).hint(due);
+    }
+
     /// Ends every wait: fetches that then find nothing return `None` at once.
     pub(crate) fn wake_all(&self) {
         self.wake_all_generation.fetch_add(1, Ordering::SeqCst);
@@ -437,6 +491,7 @@ impl Wakeups {
 
             let epoch = signal.epoch.load(Ordering::SeqCst);
             let announced = signal.announced.load(Ordering::SeqCst);
+            let hinted = signal.hinted.load(Ordering::SeqCst);
             let next = if self.is_listening() && !(first && poll_timeout.is_zero()) {
                 signal.next(key, epoch, Instant::now())
             } else {
@@ -459,7 +514,7 @@ impl Wakeups {
                             looked_at,
                             refreshing: false,
                         };
-                        signal.drained(key, announced, known);
+                        signal.drained(key, announced, hinted, known);
                         known
                     };
                     match look(via).await? {
@@ -479,7 +534,7 @@ impl Wakeups {
                         Polled::Empty { due } => {
                             let known = known_empty(due);
                             if self.is_listening() {
-                                known.expires()
+                                signal.trusted_until(key, &known)
                             } else {
                                 known.due.unwrap_or(deadline)
                             }
@@ -638,6 +693,64 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_due_hint_brings_the_next_look_to_its_time_without_a_look_now() {
+        let wakeups = listening();
+        let (looks, task) = idle_poll(&wakeups, Queue::Orchestrator, Duration::from_secs(60), None);
+        until_looked(&looks, 1).await;
+        let hinted = Instant::now() + Duration::from_millis(100);
+        wakeups.due_at(Queue::Orchestrator, hinted);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(looks.load(Ordering::SeqCst), 1, "no look before the hinted time");
+        until_looked(&looks, 2).await;
+        let waited = Instant::now() - hinted;
+        assert!(
+            waited < Duration::from_millis(5),
+            "looked {waited:?} after the hinted time"
+        );
+        // That look answered the hint; the next is the recheck's.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(looks.load(Ordering::SeqCst), 2);
+        assert_eq!(wakeups.found_by_recheck(), 0);
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_due_hint_outlives_a_look_that_began_before_it() {
+        let wakeups = listening();
+        let looks = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(Notify::new());
+        let task = tokio::spawn({
+            let (wakeups, looks, release) = (wakeups.clone(), looks.clone(), release.clone());
+            async move {
+                wakeups
+                    .long_poll(Queue::Orchestrator, "k", Duration::from_secs(60), |_| {
+                        let first = looks.fetch_add(1, Ordering::SeqCst) == 0;
+                        let release = release.clone();
+                        async move {
+                            if first {
+                                // The first look's query ran before the hinted write committed.
+                                release.notified().await;
+                            }
+                            Ok(Polled::<()>::Empty { due: None })
+                        }
+                    })
+                    .await
+            }
+        });
+        until_looked(&looks, 1).await;
+        let hinted = Instant::now() + Duration::from_millis(100);
+        wakeups.due_at(Queue::Orchestrator, hinted);
+        release.notify_one();
+        until_looked(&looks, 2).await;
+        let waited = Instant::now() - hinted;
+        assert!(
+            waited < Duration::from_millis(5),
+            "the hint was lost to the earlier look: looked {waited:?} after its time"
+        );
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_refresh_dropped_mid_look_lets_another_fetch_look() {
         let wakeups = listening();
         // Knowledge that has run out, so the next fetch takes the refresh.
@@ -645,6 +758,7 @@ mod tests {
         wakeups.orchestrator.drained(
             "k",
             wakeups.orchestrator.announced.load(Ordering::SeqCst),
+            0,
             KnownEmpty {
                 epoch: wakeups.orchestrator.epoch.load(Ordering::SeqCst),
                 due: Some(stale),

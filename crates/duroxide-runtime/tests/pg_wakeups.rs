@@ -1,5 +1,6 @@
-//! Wake-ups on PostgreSQL with short polls: batches of chained activities, then fan-outs whose results
-//! mostly arrive while their instance is locked, on one runtime whose
+//! Wake-ups on PostgreSQL with short polls: batches of chained activities, fan-outs whose results
+//! mostly arrive while their instance is locked, and short timers (found through due hints, not
+//! looks), on one runtime whose
 //! dispatchers poll every 10 ms (as the Python benchmark's do), on a fresh schema of the server at
 //! `DUROXIDE_PG_URL`, dropped afterwards. Every item must be found through the announcement of the
 //! write that made it, never only by the provider's two-second recheck: such a find is a lost
@@ -38,6 +39,11 @@ async fn no_work_waits_for_the_recheck_when_polls_are_short() {
         let b = ctx.schedule_activity("Echo", a).await?;
         ctx.schedule_activity("Echo", b).await
     });
+    reg.orchestration("Sleep", |ctx: OrchestrationContext, ms: String| async move {
+        let ms: u64 = ms.parse().map_err(|e| format!("{e}"))?;
+        ctx.schedule_timer(Duration::from_millis(ms)).await;
+        Ok(ms.to_string())
+    });
     reg.orchestration("FanOut", |ctx: OrchestrationContext, n: String| async move {
         let n: usize = n.parse().map_err(|e| format!("{e}"))?;
         let tasks = (0..n)
@@ -75,6 +81,19 @@ async fn no_work_waits_for_the_recheck_when_polls_are_short() {
         }
         for id in &ids {
             assert_eq!(common::completed(&client, id).await, "100");
+        }
+    }
+    for round in 0..3 {
+        let ids: Vec<String> = (0..40).map(|i| format!("s{round}-{i}")).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let ms = (20 + 5 * (i % 7)).to_string();
+            client.start_orchestration(id, "Sleep", &ms).await.expect("start");
+        }
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(
+                common::completed(&client, id).await,
+                (20 + 5 * (i % 7)).to_string()
+            );
         }
     }
     assert!(
