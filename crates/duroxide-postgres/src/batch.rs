@@ -472,25 +472,7 @@ mod tests {
         for (first, second, expected) in [(false, true, "on"), (false, false, "off")] {
             // A batch in flight that waits for an advisory lock the test holds, so the next two acks
             // queue and then go together.
-            let key: i64 = rand_key();
-            admin
-                .execute("SELECT pg_advisory_lock($1)", &[&key])
-                .await
-                .expect("take the advisory lock");
-            let blocker = tokio::spawn({
-                let committer = committer.clone();
-                async move {
-                    let params: Vec<Param> = vec![Box::new(key)];
-                    let sql = "SELECT pg_advisory_xact_lock($1)::text";
-                    assert!(committer
-                        .run("test", sql, params, None, true, None, &|| {})
-                        .await
-                        .is_ok());
-                }
-            });
-            while committer.permits.available_permits() > 0 {
-                tokio::task::yield_now().await;
-            }
+            let blocked = Blocked::start(&committer, &admin).await;
             let pair = [first, second].map(|waits| {
                 let committer = committer.clone();
                 tokio::spawn(async move { setting_seen(&committer, waits).await })
@@ -498,11 +480,7 @@ mod tests {
             while committer.queue().len() < 2 {
                 tokio::task::yield_now().await;
             }
-            admin
-                .execute("SELECT pg_advisory_unlock($1)", &[&key])
-                .await
-                .expect("release the advisory lock");
-            blocker.await.expect("the blocking batch");
+            blocked.release(&admin).await;
             for ack in pair {
                 assert_eq!(
                     ack.await.expect("an ack of the pair"),
@@ -527,25 +505,7 @@ mod tests {
             ("SELECT 'other'::text, $1::bigint", "merged"),
             ("SELECT 'other'::text, 1 / ($1::bigint - $1::bigint)", "alone"),
         ] {
-            let key: i64 = rand_key();
-            admin
-                .execute("SELECT pg_advisory_lock($1)", &[&key])
-                .await
-                .expect("take the advisory lock");
-            let blocker = tokio::spawn({
-                let committer = committer.clone();
-                async move {
-                    let params: Vec<Param> = vec![Box::new(key)];
-                    let sql = "SELECT pg_advisory_xact_lock($1)::text";
-                    assert!(committer
-                        .run("test", sql, params, None, true, None, &|| {})
-                        .await
-                        .is_ok());
-                }
-            });
-            while committer.permits.available_permits() > 0 {
-                tokio::task::yield_now().await;
-            }
+            let blocked = Blocked::start(&committer, &admin).await;
             let completions: Vec<_> = (10..13_i64)
                 .map(|id| {
                     let committer = committer.clone();
@@ -583,11 +543,7 @@ mod tests {
             while committer.queue().len() < 4 {
                 tokio::task::yield_now().await;
             }
-            admin
-                .execute("SELECT pg_advisory_unlock($1)", &[&key])
-                .await
-                .expect("release the advisory lock");
-            blocker.await.expect("the blocking batch");
+            blocked.release(&admin).await;
             for completion in completions {
                 let (id, rows) = completion.await.expect("a completion");
                 assert_eq!(rows, vec![(completions_via.to_owned(), id)], "{other_sql}");
@@ -597,6 +553,46 @@ mod tests {
                 completions_via == "merged",
                 "{other_sql}"
             );
+        }
+    }
+
+    /// A batch in flight on the committer's only connection that waits for an advisory lock the
+    /// test holds, so the acks run meanwhile queue up and then go together.
+    struct Blocked {
+        key: i64,
+        batch: tokio::task::JoinHandle<()>,
+    }
+
+    impl Blocked {
+        async fn start(committer: &Arc<Committer>, admin: &Client) -> Blocked {
+            let key: i64 = rand_key();
+            admin
+                .execute("SELECT pg_advisory_lock($1)", &[&key])
+                .await
+                .expect("take the advisory lock");
+            let batch = tokio::spawn({
+                let committer = committer.clone();
+                async move {
+                    let params: Vec<Param> = vec![Box::new(key)];
+                    let sql = "SELECT pg_advisory_xact_lock($1)::text";
+                    assert!(committer
+                        .run("test", sql, params, None, true, None, &|| {})
+                        .await
+                        .is_ok());
+                }
+            });
+            while committer.permits.available_permits() > 0 {
+                tokio::task::yield_now().await;
+            }
+            Blocked { key, batch }
+        }
+
+        async fn release(self, admin: &Client) {
+            admin
+                .execute("SELECT pg_advisory_unlock($1)", &[&self.key])
+                .await
+                .expect("release the advisory lock");
+            self.batch.await.expect("the blocking batch");
         }
     }
 

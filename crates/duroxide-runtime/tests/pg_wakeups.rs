@@ -59,41 +59,26 @@ async fn no_work_waits_for_the_recheck_when_polls_are_short() {
     };
     let runtime = common::runtime(&provider, &reg, options).await;
     let client = Client::new(provider.clone());
-    for batch in 0..20 {
-        let ids: Vec<String> = (0..20).map(|i| format!("b{batch}-{i}")).collect();
-        for id in &ids {
-            client
-                .start_orchestration(id, "Chain3", "x")
-                .await
-                .expect("start");
-        }
-        for id in &ids {
-            assert_eq!(common::completed(&client, id).await, "x");
-        }
-    }
-    for round in 0..3 {
-        let ids: Vec<String> = (0..3).map(|i| format!("f{round}-{i}")).collect();
-        for id in &ids {
-            client
-                .start_orchestration(id, "FanOut", "100")
-                .await
-                .expect("start");
-        }
-        for id in &ids {
-            assert_eq!(common::completed(&client, id).await, "100");
-        }
-    }
-    for round in 0..3 {
-        let ids: Vec<String> = (0..40).map(|i| format!("s{round}-{i}")).collect();
-        for (i, id) in ids.iter().enumerate() {
-            let ms = (20 + 5 * (i % 7)).to_string();
-            client.start_orchestration(id, "Sleep", &ms).await.expect("start");
-        }
-        for (i, id) in ids.iter().enumerate() {
-            assert_eq!(
-                common::completed(&client, id).await,
-                (20 + 5 * (i % 7)).to_string()
-            );
+    // Rounds of orchestrations started together, each of which must return its input.
+    let rounds = [("Chain3", 20, 20), ("FanOut", 3, 3), ("Sleep", 3, 40)];
+    for (name, count, size) in rounds {
+        for round in 0..count {
+            let runs: Vec<(String, String)> = (0..size)
+                .map(|i| {
+                    let input = match name {
+                        "FanOut" => "100".to_owned(),
+                        "Sleep" => (20 + 5 * (i % 7)).to_string(),
+                        _ => "x".to_owned(),
+                    };
+                    (format!("{name}-{round}-{i}"), input)
+                })
+                .collect();
+            for (id, input) in &runs {
+                client.start_orchestration(id, name, input).await.expect("start");
+            }
+            for (id, input) in &runs {
+                assert_eq!(&common::completed(&client, id).await, input, "{id}");
+            }
         }
     }
     assert!(
