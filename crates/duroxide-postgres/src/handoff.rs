@@ -347,6 +347,44 @@ impl<T> Handoffs<T> {
     }
 }
 
+/// What an operation promised before its statement ran: items to waiting fetches, places in the
+/// stock. Dropped before the operation settled them itself (its future was dropped mid-way: a
+/// cancelled call), it gives them back; otherwise a promised fetch would not look again until its
+/// poll ended, and a promised place would stay taken for good.
+#[must_use]
+pub(crate) struct Promised<'a, T> {
+    handoffs: &'a Handoffs<T>,
+    waiters: Vec<Arc<Waiter<T>>>,
+    places: usize,
+}
+
+impl<'a, T> Promised<'a, T> {
+    pub(crate) fn new(handoffs: &'a Handoffs<T>, waiters: &[Arc<Waiter<T>>], places: usize) -> Self {
+        Promised {
+            handoffs,
+            waiters: waiters.to_vec(),
+            places,
+        }
+    }
+
+    /// The operation got its answer and keeps or gives back each promise itself.
+    pub(crate) fn settled(mut self) {
+        self.waiters.clear();
+        self.places = 0;
+    }
+}
+
+impl<T> Drop for Promised<'_, T> {
+    fn drop(&mut self) {
+        for waiter in &self.waiters {
+            waiter.unreserve();
+        }
+        for _ in 0..self.places {
+            self.handoffs.unreserve_stock();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,6 +459,26 @@ mod tests {
         assert!(handoffs.take_all_stocked().is_empty());
         handoffs.unregister(&b);
         assert!(handoffs.reserve_stock().is_some(), "fetches ran a moment ago");
+    }
+
+    #[test]
+    fn promises_of_a_dropped_operation_are_given_back() {
+        let handoffs = Handoffs::<u64>::default();
+        let (waiter, _rx) = handoffs.register(ms(1000));
+        let (promised, _) = handoffs.reserve(1, None);
+        assert_eq!(handoffs.idle(), 0, "promised an item");
+        let place = handoffs.reserve_stock();
+        assert!(place.is_some());
+        assert_eq!(handoffs.reserve_stock(), None, "the only place is promised");
+        drop(Promised::new(&handoffs, &promised, 1));
+        assert_eq!(handoffs.idle(), 1, "the fetch may look again");
+        assert!(handoffs.reserve_stock().is_some(), "the place is free again");
+        handoffs.unreserve_stock();
+        // Settled by the operation: nothing is given back twice.
+        let (promised, _) = handoffs.reserve(1, None);
+        Promised::new(&handoffs, &promised, 0).settled();
+        assert_eq!(handoffs.idle(), 0);
+        handoffs.unregister(&waiter);
     }
 
     #[test]

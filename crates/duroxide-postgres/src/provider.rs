@@ -20,7 +20,7 @@ use crate::connection::Target;
 use crate::db::Db;
 use crate::durability::Durability;
 use crate::error::ConnectError;
-use crate::handoff::{self, Handoffs, Waiter};
+use crate::handoff::{self, Handoffs, Promised, Waiter};
 use crate::held_turns::{Deferral, HeldTurns};
 use crate::listener::Listener;
 use crate::maintenance::{self, Maintenance};
@@ -421,7 +421,9 @@ impl PostgresProvider {
         } else {
             lock_timeout
         };
+        let promised = Promised::new(handoffs, &[], places);
         let fetched = orchestrator_queue::fetch(self.db(), lease, via, looks + places).await;
+        promised.settled();
         let mut batch = match fetched {
             Ok(batch) => batch,
             Err(err) => {
@@ -461,6 +463,17 @@ impl PostgresProvider {
                 lock,
                 leased_from,
             }),
+        }
+    }
+
+    /// The promise `taker` stands for, given back should the operation's future be dropped before
+    /// its statement answered.
+    fn promised_turn(&self, taker: Option<&TurnTaker>) -> Promised<'_, OrchestrationItem> {
+        let handoffs = &self.inner.turn_handoffs;
+        match taker.map(|t| &t.waiter) {
+            Some(Some(waiter)) => Promised::new(handoffs, std::slice::from_ref(waiter), 0),
+            Some(None) => Promised::new(handoffs, &[], 1),
+            None => Promised::new(handoffs, &[], 0),
         }
     }
 
@@ -610,8 +623,8 @@ impl PostgresProvider {
             Ok(item) = &mut registration.handed => return Ok(Some(item)),
         };
         // The poll ended while an ack in flight was handing this fetch an item: wait for it rather
-        // than have it handed back and fetched again (for a while: an ack dropped mid-way never
-        // settles, and an item delivered after the fetch ended goes back).
+        // than have it handed back and fetched again (for a while, a backstop: an ack dropped
+        // mid-way gives its promise back, and an item delivered after the fetch ended goes back).
         let settled = tokio::time::timeout(SETTLE_LIMIT, waiter.settle());
         if matches!(found, Ok(None)) && settled.await.unwrap_or(false) {
             if let Ok(item) = registration.handed.try_recv() {
@@ -742,7 +755,10 @@ impl Provider for PostgresProvider {
             .then(|| self.reserve_turn_taker())
             .flatten();
         let lease = taker.as_ref().map(TurnTaker::lease);
-        let (created, turn) = match orchestrator_queue::create_instance(self.db(), &message, lease).await {
+        let promised = self.promised_turn(taker.as_ref());
+        let created = orchestrator_queue::create_instance(self.db(), &message, lease).await;
+        promised.settled();
+        let (created, turn) = match created {
             Ok(done) => done,
             Err(err) => {
                 self.give_back_turn_taker(taker);
@@ -807,12 +823,14 @@ impl Provider for PostgresProvider {
         // Messages for later (timers) wake no fetch now: they give a due hint once committed.
         let (immediate, later) = split_by_due(&ack.messages);
         let sent = self.announce_when_sent(immediate, ack.worker_items.len() - takers.len());
+        let promised = Promised::new(&self.inner.work_handoffs, &takers, 0);
         let acked = self
             .settling(
                 lock_token,
                 turn_ack::ack(self.db(), lock_token, &ack, Some(sent), lease),
             )
             .await;
+        promised.settled();
         let instance_id = lock_token::parse(lock_token).map(|(_, instance_id)| instance_id);
         let (effects, leases) = match acked {
             Ok(done) => done,
@@ -970,12 +988,14 @@ impl Provider for PostgresProvider {
             .as_ref()
             .map(|taker| (taker.lease(), lock_token::new_secret()));
         let leasing = taker.is_some();
+        let promised = self.promised_turn(taker.as_ref());
         let acked = self
             .settling(
                 lock_token,
                 worker_queue::ack(self.db(), lock_token, completion.as_ref(), sent, lease),
             )
             .await;
+        promised.settled();
         let acked = match acked {
             Ok(acked) => acked,
             Err(err) => {

@@ -736,6 +736,36 @@ async fn completions_committed_together_each_get_their_own_outcome() {
 }
 
 #[tokio::test]
+async fn a_dropped_ack_gives_back_the_item_it_promised_an_idle_fetch() {
+    let schemas = common::Schemas::default();
+    let p = Arc::new(schemas.provider().await);
+    p.create_instance(common::start("i")).await.expect("create");
+    let item = fetch(&p).await;
+    let waiting = tokio::spawn({
+        let p = p.clone();
+        async move { p.fetch_work_item(&worker(), Duration::from_secs(30)).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.stats().idle_fetches == 0 {
+        assert!(Instant::now() < deadline, "the worker fetch never went idle");
+        tokio::task::yield_now().await;
+    }
+    // The turn's ack promises its work item to the idle fetch; the call is dropped before it answers.
+    let ack = first_turn(&item, 0, vec![work_item("i", 2)]);
+    let mut acking = p.ack_orchestration_item(&item.lock_token, ack);
+    std::future::poll_fn(|cx| {
+        let polled = std::future::Future::poll(acking.as_mut(), cx);
+        assert!(polled.is_pending(), "the ack waits for the server");
+        std::task::Poll::Ready(())
+    })
+    .await;
+    assert_eq!(p.stats().idle_fetches, 0, "the fetch was promised the item");
+    drop(acking);
+    assert_eq!(p.stats().idle_fetches, 1, "the promise was given back");
+    waiting.abort();
+}
+
+#[tokio::test]
 async fn a_stocked_turn_nobody_takes_goes_back() {
     let schemas = common::Schemas::default();
     let p = schemas.provider().await;
