@@ -232,7 +232,7 @@ impl Committer {
         }
 
         // Two or more completions go as one statement, in the place of the first.
-        let merged = Merged::of(&jobs);
+        let merged = Merged::of(&mut jobs);
         let merged_statement = match &merged {
             Some(merged) => match conn.statement(&merged.sql).await {
                 Ok((statement, prepared)) => {
@@ -340,11 +340,23 @@ struct Merged {
 }
 
 impl Merged {
-    /// The completions of `jobs` when there are at least two (with the same merged statement).
-    fn of(jobs: &[Job]) -> Option<Merged> {
-        let first = jobs.iter().find_map(|job| job.completion.as_ref())?;
+    /// The completions of `jobs` when there are at least two (with the same merged statement),
+    /// moved out of them (a job that runs alone uses its own statement and parameters).
+    fn of(jobs: &mut [Job]) -> Option<Merged> {
+        let sql = jobs
+            .iter()
+            .find_map(|job| job.completion.as_ref())?
+            .merged_sql
+            .clone();
+        let count = jobs
+            .iter()
+            .filter(|job| job.completion.as_ref().is_some_and(|c| c.merged_sql == sql))
+            .count();
+        if count < 2 {
+            return None;
+        }
         let mut merged = Merged {
-            sql: first.merged_sql.clone(),
+            sql,
             positions: Vec::new(),
             ids: Vec::new(),
             secrets: Vec::new(),
@@ -353,19 +365,19 @@ impl Merged {
             lease_secrets: Vec::new(),
             lease_ms: Vec::new(),
         };
-        for (i, job) in jobs.iter().enumerate() {
-            let Some(c) = job.completion.as_ref().filter(|c| c.merged_sql == merged.sql) else {
+        for (i, job) in jobs.iter_mut().enumerate() {
+            let Some(c) = job.completion.take_if(|c| c.merged_sql == merged.sql) else {
                 continue;
             };
             merged.positions.push(i);
             merged.ids.push(c.id);
             merged.secrets.push(c.secret);
-            merged.instances.push(c.instance_id.clone());
-            merged.payloads.push(c.payload.clone());
+            merged.instances.push(c.instance_id);
+            merged.payloads.push(c.payload);
             merged.lease_secrets.push(c.lease_secret);
             merged.lease_ms.push(c.lease_ms);
         }
-        (merged.positions.len() >= 2).then_some(merged)
+        Some(merged)
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {

@@ -369,7 +369,13 @@ impl PostgresProvider {
     fn linger_held_turn(&self, instance_id: &str, lock_token: &str) {
         let until = Instant::now() + LINGER;
         self.inner.held_turns.linger(instance_id, lock_token, until);
-        let (provider, instance_id, token) = (self.clone(), instance_id.to_owned(), lock_token.to_owned());
+        self.end_held_turn_at(instance_id.to_owned(), lock_token.to_owned(), until);
+    }
+
+    /// Ends the lock under `token` at `until`, should nothing have ended it by then, and announces
+    /// the results deferred to it.
+    fn end_held_turn_at(&self, instance_id: String, token: String, until: Instant) {
+        let provider = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(until.into()).await;
             if provider.end_held_turn(&instance_id, &token) {
@@ -389,17 +395,8 @@ impl PostgresProvider {
         match self.inner.held_turns.defer(instance_id) {
             Deferral::NotHeld => self.announce(Queue::Orchestrator, Wake::Some(1)),
             Deferral::Deferred => {}
-            Deferral::Watch { token, until } => {
-                // Should the turn be dropped without an ack, its lease running out ends the lock.
-                let provider = self.clone();
-                let instance_id = instance_id.to_owned();
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(until.into()).await;
-                    if provider.end_held_turn(&instance_id, &token) {
-                        provider.announce(Queue::Orchestrator, Wake::Some(1));
-                    }
-                });
-            }
+            // Should the turn be dropped without an ack, its lease running out ends the lock.
+            Deferral::Watch { token, until } => self.end_held_turn_at(instance_id.to_owned(), token, until),
         }
     }
 

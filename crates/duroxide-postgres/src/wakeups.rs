@@ -246,14 +246,6 @@ impl Signal {
         }
     }
 
-    /// Until when a fetch that just learned `known` waits without a query (a due hint may be sooner).
-    fn trusted_until(&self, key: &str, known: &KnownEmpty) -> Instant {
-        match self.keys().get(key) {
-            Some(state) => expires(state.hint, known).0,
-            None => known.expires(),
-        }
-    }
-
     /// Every waiting fetch decides again.
     fn wake_everyone(&self) {
         for state in self.keys().values() {
@@ -331,7 +323,8 @@ impl Signal {
     /// [`Signal::hinted`] before it; the tickets of announcements made before the look are void
     /// (their items are gone), those of announcements made since stay, and so does a due hint given
     /// since (the look's due time may not include it).
-    fn drained(&self, key: &str, announced: u64, hinted: u64, entry: KnownEmpty) {
+    /// Returns until when a fetch waits without a query (a due hint may be sooner than `entry`'s).
+    fn drained(&self, key: &str, announced: u64, hinted: u64, entry: KnownEmpty) -> Instant {
         let since = self.announced.load(Ordering::SeqCst).saturating_sub(announced);
         let mut keys = self.keys();
         let state = keys.entry(key.to_owned()).or_default();
@@ -340,6 +333,7 @@ impl Signal {
         if state.hint.is_some_and(|(number, _)| number <= hinted) {
             state.hint = None;
         }
+        expires(state.hint, &entry).0
     }
 
     /// Work becomes fetchable at `due` (a write that committed): every key's known-empty expiry comes
@@ -514,8 +508,8 @@ impl Wakeups {
                             looked_at,
                             refreshing: false,
                         };
-                        signal.drained(key, announced, hinted, known);
-                        known
+                        let trusted = signal.drained(key, announced, hinted, known);
+                        (known, trusted)
                     };
                     match look(via).await? {
                         Polled::Found { item, rest } => {
@@ -532,9 +526,9 @@ impl Wakeups {
                             return Ok(Some(item));
                         }
                         Polled::Empty { due } => {
-                            let known = known_empty(due);
+                            let (known, trusted) = known_empty(due);
                             if self.is_listening() {
-                                signal.trusted_until(key, &known)
+                                trusted
                             } else {
                                 known.due.unwrap_or(deadline)
                             }
