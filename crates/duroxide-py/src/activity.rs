@@ -7,6 +7,7 @@ use duroxide_runtime::{ActivityContext, ActivityFuture, ActivityHandler};
 use pyo3::prelude::*;
 
 use crate::client::PyClient;
+use crate::thread_state;
 
 /// A registered Python activity. `entry(native_ctx, input_json)` is the Python layer's wrapper: it
 /// decodes the input, calls the user's function (awaiting it if async) and returns `(True, output_json)`
@@ -24,7 +25,7 @@ impl PyActivity {
 }
 
 fn call(entry: &Py<PyAny>, ctx: ActivityContext, input: String) -> Result<String, String> {
-    Python::attach(|py| {
+    thread_state::attach(|py| {
         let outcome = Py::new(py, PyActivityContext { ctx })
             .and_then(|native| entry.call1(py, (native, input)))
             .and_then(|r| r.extract::<(bool, String)>(py));

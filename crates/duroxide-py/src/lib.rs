@@ -14,6 +14,7 @@ mod provider;
 mod rt;
 mod runtime;
 mod task;
+mod thread_state;
 mod tracing_init;
 
 use duroxide_core::limits;
@@ -30,6 +31,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<task::Task>()?;
     m.add_function(wrap_pyfunction!(options::build_options, m)?)?;
     m.add_function(wrap_pyfunction!(tracing_init::init_tracing, m)?)?;
+    thread_state::register_exit_hook(m)?;
     m.add("MAX_KV_KEYS", limits::MAX_KV_KEYS)?;
     m.add("MAX_KV_VALUE_BYTES", limits::MAX_KV_VALUE_BYTES)?;
     m.add("MAX_WORKER_TAGS", limits::MAX_WORKER_TAGS)?;

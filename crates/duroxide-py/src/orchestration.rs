@@ -22,6 +22,7 @@ use pyo3::types::{PyDict, PyList, PyString};
 use crate::context::PyOrchestrationContext;
 use crate::rt::OrchestrationScope;
 use crate::task::{self, Failure, Outcome, Shape, Task, TaskFuture, Value};
+use crate::thread_state;
 
 /// The Python helpers of `duroxide._glue` the driver calls.
 struct Glue {
@@ -174,7 +175,7 @@ impl Future for Driver {
                     }
                 }
             }
-            let step = Python::attach(|py| this.advance(py, resume.take()));
+            let step = thread_state::attach(|py| this.advance(py, resume.take()));
             match step {
                 Step::Wait(future, shape) => this.waiting = Some((future, shape)),
                 Step::Done(result) => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 
-use crate::errors;
+use crate::{errors, thread_state};
 
 static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
 
@@ -23,6 +23,7 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("duroxide")
+            .on_thread_stop(thread_state::release)
             .build()
             .expect("the tokio runtime of the duroxide extension could not start")
     })

@@ -797,3 +797,63 @@ def test_a_new_runtime_replays_the_generator_from_history(provider, runtimes):
     # The generator restarted over recorded history: replaying first, activities not run again.
     assert replaying[0] is True
     assert side_effects == [0, 1, 2]
+
+
+# ---- worker threads -----------------------------------------------------------------------------------
+
+
+def test_activity_threads_keep_their_thread_locals(runtime, client):
+    # A thread that runs activities keeps its Python thread state between calls, so what an activity
+    # keeps in a `threading.local` (a connection, a cache) is there for the next one on that thread.
+    local = threading.local()
+
+    @runtime.register_activity("Count")
+    def count(ctx, _):
+        local.n = getattr(local, "n", 0) + 1
+        return [threading.get_ident(), local.n]
+
+    @runtime.register_orchestration("Counts")
+    def counts(ctx, _):
+        seen = []
+        for _ in range(30):
+            seen.append((yield ctx.schedule_activity("Count", None)))
+        return seen
+
+    runtime.start()
+    client.start_orchestration("c", "Counts", None)
+    seen = client.wait_for_orchestration("c").output
+    by_thread: dict = {}
+    for ident, n in seen:
+        by_thread.setdefault(ident, []).append(n)
+    # Each thread counted 1, 2, 3, ... across its calls; 30 calls on a few threads reuse some.
+    assert all(ns == list(range(1, len(ns) + 1)) for ns in by_thread.values()), by_thread
+    assert max(len(ns) for ns in by_thread.values()) > 1, by_thread
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="watches the worker thread end through /proc")
+def test_a_worker_thread_that_ends_gives_back_its_python_state():
+    # Idle worker threads end after ten seconds; the one that ran an activity deletes the Python thread
+    # state it kept. The process must go on running activities and exit cleanly afterwards.
+    script = textwrap.dedent("""
+        import os, threading, time
+        from duroxide import SqliteProvider, Client, Runtime
+        p = SqliteProvider.in_memory(); c = Client(p); rt = Runtime(p)
+        rt.register_activity("Tid", lambda ctx, x: threading.get_native_id())
+        @rt.register_orchestration("W")
+        def w(ctx, x):
+            r = yield ctx.schedule_activity("Tid", x)
+            return r
+        rt.start()
+        c.start_orchestration("a", "W", 0)
+        tid = c.wait_for_orchestration("a").output
+        deadline = time.monotonic() + 60
+        while os.path.exists(f"/proc/self/task/{tid}"):
+            assert time.monotonic() < deadline, "the idle worker thread never ended"
+            time.sleep(0.1)
+        c.start_orchestration("b", "W", 1)
+        print(c.wait_for_orchestration("b").status)
+        rt.shutdown()
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "Completed\n"
