@@ -53,6 +53,9 @@ fn keep_thread_state() {
 }
 
 /// Deletes the thread state this thread kept, if any. Called as the thread ends.
+///
+/// Attaching after the interpreter shut down is refused by PyO3 itself (`Py_IsInitialized` turns
+/// false before finalization deletes the thread states), so a kept state is never used after that.
 pub fn release() {
     let Some((gil, state)) = KEPT.with(Cell::take) else {
         return;
