@@ -39,12 +39,11 @@ fn keep_thread_state() {
     if KEPT.with(Cell::get).is_some() || PYTHON_EXITING.load(Ordering::Acquire) {
         return;
     }
-    // SAFETY: the interpreter is initialised (this extension module is loaded) and this thread does
-    // not hold the GIL (it is not inside `attach`: `KEPT` is only set here, before any Python runs).
+    // SAFETY: the interpreter is running (checked; after shutdown PyO3 refuses to attach anyway),
+    // and a thread without a thread state cannot hold the GIL, so `PyGILState_Ensure` takes it here
+    // and `PyEval_SaveThread` gives it back, leaving the state registered for this thread.
     unsafe {
-        if ffi::PyGILState_GetThisThreadState().is_null() {
-            // A thread Python does not know: make its state (taking the GIL), then let the GIL go
-            // while the state stays registered for this thread.
+        if ffi::Py_IsInitialized() != 0 && ffi::PyGILState_GetThisThreadState().is_null() {
             let gil = ffi::PyGILState_Ensure();
             let state = ffi::PyEval_SaveThread();
             KEPT.with(|kept| kept.set(Some((gil, state))));
