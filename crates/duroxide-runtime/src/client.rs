@@ -94,10 +94,20 @@ impl OrchestrationState {
                 custom_status_version: 0,
             };
         };
-        let (status, output, error) = match info.status {
+        OrchestrationState::from_instance(info.status, info.output, custom)
+    }
+
+    /// The state of an existing instance from its status, its output column (output or error
+    /// text) and its custom status.
+    pub(crate) fn from_instance(
+        status: InstanceStatus,
+        output: Option<String>,
+        custom: CustomStatus,
+    ) -> Self {
+        let (status, output, error) = match status {
             InstanceStatus::Running => (Status::Running, None, None),
-            InstanceStatus::Completed => (Status::Completed, info.output, None),
-            InstanceStatus::Failed => (Status::Failed, None, info.output),
+            InstanceStatus::Completed => (Status::Completed, output, None),
+            InstanceStatus::Failed => (Status::Failed, None, output),
         };
         OrchestrationState {
             status,
@@ -364,7 +374,12 @@ impl Client {
             tokio::pin!(notified);
             // Before the read: a change committed after it began still wakes us.
             notified.as_mut().enable();
-            if let Some(state) = self.read_for_wait(instance_id, terminal_only).await? {
+            // A turn of this process that ended the instance left its state here: no read needed.
+            let state = match watch.finished(&self.provider) {
+                Some(state) => Some(state),
+                None => self.read_for_wait(instance_id, terminal_only).await?,
+            };
+            if let Some(state) = state {
                 if done(&state) {
                     return Ok(Some(state));
                 }
@@ -644,6 +659,71 @@ mod tests {
             !is_ready(not_woken.as_mut()).await,
             "a waiter of another instance woke"
         );
+    }
+
+    fn finished_state() -> OrchestrationState {
+        OrchestrationState::from_instance(
+            InstanceStatus::Completed,
+            Some("\"handed\"".into()),
+            CustomStatus {
+                status: Some("s".into()),
+                version: 3,
+            },
+        )
+    }
+
+    fn memory() -> Arc<dyn Provider> {
+        Arc::new(duroxide_sqlite::SqliteProvider::in_memory().expect("in-memory SQLite"))
+    }
+
+    /// Waits until `id` has a registered watch (the waiter began), so what is left next is for it.
+    async fn until_watched(id: &str) {
+        while !notify::is_watched(id) {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waiter_takes_the_state_a_local_turn_left_without_reading_the_store() {
+        // The store has no such instance: only the handed state can end this wait.
+        let provider = memory();
+        let client = Client::new(provider.clone());
+        let waiter = tokio::spawn(async move {
+            client
+                .wait_for_orchestration("gone", Duration::from_secs(20))
+                .await
+        });
+        until_watched("gone").await;
+        notify::instance_finished(&provider, "gone", finished_state());
+        assert_eq!(waiter.await.unwrap().unwrap(), finished_state());
+    }
+
+    #[tokio::test]
+    async fn a_state_left_through_another_provider_or_before_the_wait_is_not_taken() {
+        let provider = memory();
+        let client = Client::new(provider.clone());
+        // Through another provider object: the waiter reads its own store (no such instance) instead.
+        let waiter = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .wait_for_orchestration("other", Duration::from_millis(300))
+                    .await
+            })
+        };
+        until_watched("other").await;
+        let other = memory();
+        notify::instance_finished(&other, "other", finished_state());
+        assert!(matches!(waiter.await.unwrap(), Err(ClientError::Timeout)));
+        drop(other);
+        // Left before the wait began (a watch kept it): a later wait does not take it.
+        let early = ChangeWatch::new("before");
+        notify::instance_finished(&provider, "before", finished_state());
+        let late = client
+            .wait_for_orchestration("before", Duration::from_millis(300))
+            .await;
+        assert!(matches!(late, Err(ClientError::Timeout)), "{late:?}");
+        drop(early);
     }
 
     async fn is_ready(future: std::pin::Pin<&mut impl std::future::Future>) -> bool {

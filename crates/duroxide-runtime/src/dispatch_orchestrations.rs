@@ -5,13 +5,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use duroxide_core::provider::{CachedFetch, OrchestrationItem, ProviderErrorKind, TurnAck};
+use duroxide_core::provider::{
+    CachedFetch, CustomStatus, CustomStatusChange, OrchestrationItem, ProviderErrorKind, TurnAck,
+};
 use duroxide_core::turn::{
     fail_item, process_cached_item, process_item, TurnDecision, TurnOptions, TurnOutcome, TurnReport,
 };
 use duroxide_core::{ErrorDetails, ErrorKind};
 
 use crate::cache::{Cached, HistoryPrint};
+use crate::client::OrchestrationState;
 use crate::metrics::Metrics;
 use crate::runtime::Shared;
 use crate::{logging, notify};
@@ -182,6 +185,7 @@ async fn handle(shared: &Arc<Shared>, fetched: CachedFetch) -> Option<PendingAck
         TurnDecision::Ack { ack, engine, report } => {
             let cancels = ack.cancel_activities.clone();
             let wakes_waiters = changes_what_waiters_read(&ack);
+            let finished = finished_state(&item, &ack);
             // Cache the engine before committing: the commit releases the instance lock, and the
             // instance's next turn may be fetched at once (a fast activity) — it must find the engine.
             // Until then the lock keeps everyone else away. An engine whose turn did not commit is
@@ -197,7 +201,9 @@ async fn handle(shared: &Arc<Shared>, fetched: CachedFetch) -> Option<PendingAck
                 if commit(&shared, &item, *ack).await {
                     shared.cancel_local(&cancels);
                     record(&shared, &item, &report);
-                    if wakes_waiters {
+                    if let Some(state) = finished {
+                        notify::instance_finished(&shared.provider, &item.instance_id, state);
+                    } else if wakes_waiters {
                         notify::instance_changed(&item.instance_id);
                     }
                 } else {
@@ -226,6 +232,25 @@ async fn handle(shared: &Arc<Shared>, fetched: CachedFetch) -> Option<PendingAck
 /// new (a fan-out's waiting client was woken by about every batch of completions).
 fn changes_what_waiters_read(ack: &TurnAck) -> bool {
     ack.changes_status() || !ack.kv_changes.is_empty()
+}
+
+/// The state a client reads once `ack` commits, when it ends the instance: the status and output
+/// the ack writes, and the custom status as fetched (the lock kept it) or as the ack sets it. `None`
+/// for a turn that does not end the instance, or leaves its output column as it was.
+fn finished_state(item: &OrchestrationItem, ack: &TurnAck) -> Option<OrchestrationState> {
+    let status = ack.status?.instance_status();
+    if !status.is_terminal() || ack.execution_id != item.instance.current_execution_id {
+        return None;
+    }
+    let output = ack.output.clone()?;
+    let custom = match &ack.custom_status {
+        CustomStatusChange::Unchanged => item.custom_status.clone(),
+        CustomStatusChange::Set(status) => CustomStatus {
+            status: status.clone(),
+            version: item.custom_status.version + 1,
+        },
+    };
+    Some(OrchestrationState::from_instance(status, Some(output), custom))
 }
 
 /// Fresh random bits for a turn's `new_guid`: a per-thread generator seeded once from the OS, so a

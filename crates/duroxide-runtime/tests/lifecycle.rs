@@ -1,11 +1,12 @@
-//! Runtime lifecycle: shutdown returns as soon as it is idle, drains in-flight work, and the metrics
-//! snapshot counts what the runtime did.
+//! Runtime lifecycle: shutdown returns as soon as it is idle, drains in-flight work, the metrics
+//! snapshot counts what the runtime did, and a waiting client learns of an instance's end from the
+//! runtime that ended it.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{recorded, Env, Gate, Registries};
+use common::{recorded, Env, Gate, Registries, PATIENCE};
 use duroxide_runtime::{Client, RuntimeOptions, Status};
 use tokio::time::Instant;
 
@@ -167,6 +168,49 @@ async fn metrics_snapshot_counts_what_ran() {
         "provider_errors",
     ] {
         assert!(names.contains(&name), "{names:?}");
+    }
+    env.shutdown().await;
+}
+
+/// A client waiting in the process whose runtime ends the instance is handed the state that turn
+/// committed (usually without reading it back: a poll may still read first), and it is exactly what a
+/// read returns: for a completion and a failure, with a custom status set in the last turn or earlier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_waiter_gets_exactly_the_stored_final_state() {
+    let mut reg = Registries::new();
+    reg.orchestration("Ends", |ctx, how| async move {
+        ctx.set_custom_status("early");
+        let _ = ctx.wait_for_event("go").await;
+        match how.as_str() {
+            "complete" => Ok("\"done\"".to_string()),
+            "status-and-complete" => {
+                ctx.set_custom_status("late");
+                Ok("\"done\"".to_string())
+            }
+            _ => Err("gave up".to_string()),
+        }
+    });
+    let env = Env::memory(&reg).await;
+    for how in ["complete", "status-and-complete", "fail"] {
+        env.client.start_orchestration(how, "Ends", how).await.unwrap();
+        recorded(&env.client, how, "ExternalSubscribed").await;
+        let client = env.client.clone();
+        let id = how.to_string();
+        let waiter = tokio::spawn(async move { client.wait_for_orchestration(&id, PATIENCE).await });
+        env.client.raise_event(how, "go", "").await.unwrap();
+        let handed = waiter.await.unwrap().unwrap();
+        let stored = env.client.get_status(how).await.unwrap();
+        assert_eq!(
+            handed, stored,
+            "{how}: the waiter's state differs from the stored one"
+        );
+        let expected_custom = if how == "status-and-complete" {
+            "late"
+        } else {
+            "early"
+        };
+        assert_eq!(handed.custom_status.as_deref(), Some(expected_custom), "{how}");
+        assert!(handed.status.is_terminal(), "{how}: {handed:?}");
     }
     env.shutdown().await;
 }
