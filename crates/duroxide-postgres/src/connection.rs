@@ -10,6 +10,7 @@ use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 
 use crate::error::{with_causes, ConnectError};
+use crate::lock_token::Owner;
 
 /// Applied when the URL sets no `connect_timeout`: an unreachable host fails in bounded time.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,6 +67,20 @@ impl Target {
             description,
             user,
         })
+    }
+
+    /// This target with the setting `duroxide.history_owner` on every connection it opens: the prefix
+    /// of `owner`'s lock secrets, which lets turns leave out histories that owner's runtime holds
+    /// (migration 6). Options the URL gave are kept.
+    pub(crate) fn naming_owner(&self, owner: &Owner) -> Target {
+        let setting = format!("-c duroxide.history_owner={}", owner.text());
+        let options = match self.config.get_options() {
+            Some(given) if !given.trim().is_empty() => format!("{given} {setting}"),
+            _ => setting,
+        };
+        let mut target = self.clone();
+        target.config.options(&options);
+        target
     }
 
     /// Opens one connection outside the pool, with its driver running on a task of its own.

@@ -11,6 +11,7 @@ use tokio_postgres::{Row, Statement};
 use crate::batch::{Committer, Completion, Failure, Param, Sent};
 use crate::durability::Durability;
 use crate::error::{pool_error, sql_err};
+use crate::lock_token::Owner;
 use crate::mux::{Conn, Lease, Mux};
 use crate::schema::Schema;
 
@@ -110,6 +111,8 @@ pub(crate) struct Db {
     pub(crate) durability: Durability,
     /// Statements sent to the server (see [`Db::round_trips`]).
     round_trips: AtomicU64,
+    /// The prefix of this object's lock secrets, named on its connections (see `lock_token`).
+    owner: Owner,
 }
 
 impl Db {
@@ -119,6 +122,7 @@ impl Db {
         committer: Committer,
         schema: Schema,
         durability: Durability,
+        owner: Owner,
     ) -> Db {
         let sql = Statements::new(&schema);
         Db {
@@ -129,7 +133,13 @@ impl Db {
             sql,
             durability,
             round_trips: AtomicU64::new(0),
+            owner,
         }
+    }
+
+    /// A fresh lock secret of this object (see `lock_token`).
+    pub(crate) fn new_secret(&self) -> uuid::Uuid {
+        self.owner.new_secret()
     }
 
     pub(crate) fn schema(&self) -> &Schema {

@@ -46,10 +46,15 @@ const MIGRATIONS: &[Migration] = &[
         description: "several activities' plain completions in one call",
         sql: include_str!("migrations/0005_merged_completions.sql"),
     },
+    Migration {
+        version: 6,
+        description: "a turn leaves out the history its fetching provider already holds",
+        sql: include_str!("migrations/0006_cached_histories.sql"),
+    },
 ];
 
 /// The schema version this build creates and understands.
-pub const LATEST_VERSION: i64 = 5;
+pub const LATEST_VERSION: i64 = 6;
 
 /// The table that records applied migrations. Prefixed so it cannot collide with an application's
 /// own `schema_migrations` table when the schema is shared.

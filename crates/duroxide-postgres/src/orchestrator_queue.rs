@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use duroxide_core::limits::validate_instance_id;
 use duroxide_core::provider::{
-    HistoryRecord, KvEntry, NewMessage, OrchestrationItem, ProviderError, StoredMessage,
+    CachedFetch, HistoryRecord, KvEntry, NewMessage, OrchestrationItem, ProviderError, StoredMessage,
 };
 use tokio_postgres::Row;
 
@@ -23,7 +23,7 @@ pub(crate) async fn create_instance(
     db: &Db,
     message: &NewMessage,
     lease: Option<Duration>,
-) -> Result<(bool, Option<OrchestrationItem>), ProviderError> {
+) -> Result<(bool, Option<CachedFetch>), ProviderError> {
     const OP: &str = "create_instance";
     let Some(creation) = &message.creates else {
         return Err(ProviderError::invalid_input(
@@ -50,7 +50,7 @@ pub(crate) async fn create_instance(
             .await?;
         return Ok((get(OP, &row, 0)?, None));
     };
-    let secret = lock_token::new_secret();
+    let secret = db.new_secret();
     let row = db
         .query_one(
             OP,
@@ -98,9 +98,9 @@ pub(crate) async fn fetch(
     lock_timeout: Duration,
     via: Option<Arc<Conn>>,
     max: usize,
-) -> Result<Batch<OrchestrationItem>, ProviderError> {
+) -> Result<Batch<CachedFetch>, ProviderError> {
     const OP: &str = "fetch_orchestration_item";
-    let secret = lock_token::new_secret();
+    let secret = db.new_secret();
     let rows = db
         .query_via(
             via,
@@ -138,31 +138,43 @@ pub(crate) fn due_from_now(
     Ok(due.map(|due| Duration::from_millis(u64::try_from(due.saturating_sub(now)).unwrap_or(0))))
 }
 
-/// Decodes the row of a fetch (or of an ack that leased an instance) for a locked instance.
+/// Decodes the row of a fetch (or of an ack that leased an instance) for a locked instance. The
+/// history may have been left out (migration 6): then the event ids hold only the stored history's
+/// length, and the event kinds and payloads are NULL.
 pub(crate) fn decode_item(
     operation: &'static str,
     row: &Row,
     secret: uuid::Uuid,
-) -> Result<OrchestrationItem, ProviderError> {
+) -> Result<CachedFetch, ProviderError> {
     let (instance, custom_status) = rows::instance(operation, row, 0)?;
     let attempt = to_u32(operation, "attempt", get(operation, row, 11)?)?;
     let messages: Vec<String> = get::<Option<Vec<String>>>(operation, row, 12)?.unwrap_or_default();
-    let history = rows::zip3(
-        operation,
-        "history",
-        get::<Option<Vec<i64>>>(operation, row, 13)?,
-        get::<Option<Vec<String>>>(operation, row, 14)?,
-        get::<Option<Vec<String>>>(operation, row, 15)?,
-    )?
-    .into_iter()
-    .map(|(event_id, kind, payload)| {
-        Ok(HistoryRecord {
-            event_id: to_u64(operation, "event id", event_id)?,
-            kind,
-            payload,
+    let event_ids = get::<Option<Vec<i64>>>(operation, row, 13)?;
+    let kinds = get::<Option<Vec<String>>>(operation, row, 14)?;
+    let payloads = get::<Option<Vec<String>>>(operation, row, 15)?;
+    let omitted_history_len = match (&event_ids, &kinds, &payloads) {
+        (Some(ids), None, None) => match ids[..] {
+            [len] => Some(to_u64(operation, "history length", len)?),
+            _ => {
+                return Err(ProviderError::permanent(
+                    operation,
+                    "corrupt history: event ids without kinds and payloads",
+                ))
+            }
+        },
+        _ => None,
+    };
+    let event_ids = event_ids.filter(|_| omitted_history_len.is_none());
+    let history = rows::zip3(operation, "history", event_ids, kinds, payloads)?
+        .into_iter()
+        .map(|(event_id, kind, payload)| {
+            Ok(HistoryRecord {
+                event_id: to_u64(operation, "event id", event_id)?,
+                kind,
+                payload,
+            })
         })
-    })
-    .collect::<Result<Vec<_>, ProviderError>>()?;
+        .collect::<Result<Vec<_>, ProviderError>>()?;
     let kv_snapshot = rows::zip3(
         operation,
         "KV snapshot",
@@ -179,7 +191,7 @@ pub(crate) fn decode_item(
         })
     })
     .collect::<Result<Vec<_>, ProviderError>>()?;
-    Ok(OrchestrationItem {
+    let item = OrchestrationItem {
         instance_id: instance.instance_id.clone(),
         lock_token: lock_token::token(secret, &instance.instance_id),
         attempt,
@@ -191,6 +203,10 @@ pub(crate) fn decode_item(
             .collect(),
         kv_snapshot,
         custom_status,
+    };
+    Ok(CachedFetch {
+        item,
+        omitted_history_len,
     })
 }
 

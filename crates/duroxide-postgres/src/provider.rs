@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use duroxide_core::provider::{
-    CustomStatus, DeleteResult, ExecutionInfo, HistoryRecord, InstanceChangeHook, InstanceFilter,
-    InstanceInfo, InstanceStats, InstanceStatus, KvEntry, NewMessage, OrchestrationItem, Provider,
-    ProviderError, ProviderErrorKind, PruneOptions, PruneResult, QueueDepths, SystemMetrics, TurnAck,
-    WorkItemLease, WorkerFetch,
+    CachedFetch, CustomStatus, DeleteResult, ExecutionInfo, HistoryCache, HistoryRecord, InstanceChangeHook,
+    InstanceFilter, InstanceInfo, InstanceStats, InstanceStatus, KvEntry, NewMessage, OrchestrationItem,
+    Provider, ProviderError, ProviderErrorKind, PruneOptions, PruneResult, QueueDepths, SystemMetrics,
+    TurnAck, WorkItemLease, WorkerFetch,
 };
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -23,6 +23,7 @@ use crate::error::ConnectError;
 use crate::handoff::{self, Handoffs, Promised, Waiter};
 use crate::held_turns::{Deferral, HeldTurns};
 use crate::listener::Listener;
+use crate::lock_token::Owner;
 use crate::maintenance::{self, Maintenance};
 use crate::mux::Conn;
 use crate::mux::Mux;
@@ -170,11 +171,11 @@ pub struct PostgresProvider {
 struct Inner {
     db: Db,
     /// Concurrent fetches share queries (see `coalesce`).
-    orchestration_fetches: Arc<Coalescer<OrchestrationItem>>,
+    orchestration_fetches: Arc<Coalescer<CachedFetch>>,
     work_fetches: Arc<Coalescer<WorkItemLease>>,
     /// Idle fetches that take work straight from acks (see `handoff`).
     work_handoffs: Handoffs<WorkItemLease>,
-    turn_handoffs: Handoffs<OrchestrationItem>,
+    turn_handoffs: Handoffs<CachedFetch>,
     /// Instances this object holds locked for a turn (see `held_turns`).
     held_turns: HeldTurns,
     /// Leases of acks whose reply was lost, handed back when the ack is repeated.
@@ -219,6 +220,8 @@ impl PostgresProvider {
         })?;
         let target = Target::parse(url)?;
         migrations::run(&target, &schema).await?;
+        let owner = Owner::random();
+        let target = target.naming_owner(&owner);
         let pool = target.pool(options.max_connections)?;
         let mux = Mux::new(target.clone(), options.shared_connections);
         let committer = Committer::new(
@@ -229,7 +232,7 @@ impl PostgresProvider {
         let listener = Listener::start(target.clone(), schema.channel(), wakeups.clone()).await?;
         Ok(PostgresProvider {
             inner: Arc::new(Inner {
-                db: Db::new(pool, mux, committer, schema, options.durability),
+                db: Db::new(pool, mux, committer, schema, options.durability, owner),
                 orchestration_fetches: Arc::default(),
                 work_fetches: Arc::default(),
                 work_handoffs: Handoffs::default(),
@@ -344,7 +347,8 @@ impl PostgresProvider {
     }
 
     /// Hands back a locked instance nobody will run a turn of (its fetch went away).
-    fn release_turn(&self, item: OrchestrationItem) {
+    fn release_turn(&self, turn: CachedFetch) {
+        let item = turn.item;
         self.hand_back(Queue::Orchestrator, move |provider| async move {
             let released = orchestrator_queue::release(provider.db(), &item.lock_token).await;
             // Results deferred to this lock are announced even when it was lost meanwhile.
@@ -357,10 +361,11 @@ impl PostgresProvider {
     }
 
     /// The turn locked under `lock_token` will be held until `until` (see `held_turns`).
-    fn hold_turn(&self, turn: &OrchestrationItem, until: Instant) {
+    fn hold_turn(&self, turn: &CachedFetch, until: Instant) {
+        let item = &turn.item;
         self.inner
             .held_turns
-            .hold(&turn.instance_id, &turn.lock_token, until);
+            .hold(&item.instance_id, &item.lock_token, until);
     }
 
     /// The lock under `lock_token` ended and a fetch is woken for the instance's waiting messages:
@@ -408,7 +413,7 @@ impl PostgresProvider {
         lock_timeout: Duration,
         via: Option<Arc<Conn>>,
         looks: usize,
-    ) -> Result<Batch<OrchestrationItem>, ProviderError> {
+    ) -> Result<Batch<CachedFetch>, ProviderError> {
         let handoffs = &self.inner.turn_handoffs;
         let places = handoffs.reserve_stock_places(MAX_PREFETCH);
         let leased_from = Instant::now();
@@ -443,6 +448,74 @@ impl PostgresProvider {
         Ok(batch)
     }
 
+    /// An orchestration fetch whose turn has its whole history, unless `cache` holds exactly the
+    /// stored one: a turn this object's own ack preceded comes without its history from the
+    /// database (migration 6), which is read here when `cache` does not hold it.
+    async fn fetch_turn_for(
+        &self,
+        lock_timeout: Duration,
+        poll_timeout: Duration,
+        cache: Option<&dyn HistoryCache>,
+    ) -> Result<Option<CachedFetch>, ProviderError> {
+        let Some(mut turn) = self.fetch_turn(lock_timeout, poll_timeout).await? else {
+            return Ok(None);
+        };
+        let Some(stored_len) = turn.omitted_history_len else {
+            return Ok(Some(turn));
+        };
+        let item = &turn.item;
+        let execution_id = item.instance.current_execution_id;
+        if cache.and_then(|c| c.cached_history_len(&item.instance_id, execution_id)) == Some(stored_len) {
+            return Ok(Some(turn));
+        }
+        // The instance stays locked to this turn, so its history cannot change meanwhile.
+        match reads::history(self.db(), &item.instance_id, execution_id).await {
+            Ok(history) => {
+                turn.item.history = history;
+                turn.omitted_history_len = None;
+                Ok(Some(turn))
+            }
+            Err(err) => {
+                self.release_turn(turn);
+                Err(err)
+            }
+        }
+    }
+
+    /// A long poll for a turn: fetched, or handed over by an operation of this object.
+    async fn fetch_turn(
+        &self,
+        lock_timeout: Duration,
+        poll_timeout: Duration,
+    ) -> Result<Option<CachedFetch>, ProviderError> {
+        let fetch: Fetch<CachedFetch> = {
+            let provider = self.clone();
+            Arc::new(move |via, max| {
+                let provider = provider.clone();
+                Box::pin(async move { provider.fetch_turns(lock_timeout, via, max).await })
+            })
+        };
+        let release: Release<CachedFetch> = {
+            let provider = self.clone();
+            Arc::new(move |turn: CachedFetch| provider.release_turn(turn))
+        };
+        let group = lock_timeout.as_millis().to_string();
+        let handoffs = Some((&self.inner.turn_handoffs, lock_timeout));
+        self.fetch_or_take(
+            Queue::Orchestrator,
+            ORCHESTRATOR_KEY,
+            poll_timeout,
+            handoffs,
+            |via| {
+                self.inner
+                    .orchestration_fetches
+                    .look(group.clone(), via, fetch.clone(), release.clone())
+            },
+            release.clone(),
+        )
+        .await
+    }
+
     /// Who will get a turn an operation is about to lock: an idle orchestration fetch of this object,
     /// or else a place in the stock (see `handoff`); `None` when neither is free.
     fn reserve_turn_taker(&self) -> Option<TurnTaker> {
@@ -465,7 +538,7 @@ impl PostgresProvider {
 
     /// The promise `taker` stands for, given back should the operation's future be dropped before
     /// its statement answered.
-    fn promised_turn(&self, taker: Option<&TurnTaker>) -> Promised<'_, OrchestrationItem> {
+    fn promised_turn(&self, taker: Option<&TurnTaker>) -> Promised<'_, CachedFetch> {
         let handoffs = &self.inner.turn_handoffs;
         match taker.map(|t| &t.waiter) {
             Some(Some(waiter)) => Promised::new(handoffs, std::slice::from_ref(waiter), 0),
@@ -485,7 +558,7 @@ impl PostgresProvider {
 
     /// After an operation that asked to lock a turn for `taker`: hands the turn it locked over, or
     /// gives the taker back. Whether a turn was handed (if not, fetches must hear of the work).
-    fn hand_turn_or_give_back(&self, taker: Option<TurnTaker>, turn: Option<OrchestrationItem>) -> bool {
+    fn hand_turn_or_give_back(&self, taker: Option<TurnTaker>, turn: Option<CachedFetch>) -> bool {
         match (taker, turn) {
             (Some(taker), Some(turn)) => {
                 self.hold_turn(&turn, taker.leased_from + taker.lease());
@@ -505,7 +578,7 @@ impl PostgresProvider {
 
     /// Gives a locked turn to its taker. A stocked turn wakes a fetch for it and goes back if no
     /// fetch took it in time (`handoff::stock_ttl`).
-    fn hand_turn(&self, taker: TurnTaker, turn: OrchestrationItem) {
+    fn hand_turn(&self, taker: TurnTaker, turn: CachedFetch) {
         let handoffs = &self.inner.turn_handoffs;
         let waiter = taker.waiter.or_else(|| {
             // A fetch may have gone idle since the place was promised: it takes the turn at once.
@@ -705,7 +778,7 @@ fn split_by_due(messages: &[NewMessage]) -> (usize, Option<Instant>) {
 /// Who gets a turn an operation locks (see `PostgresProvider::reserve_turn_taker`).
 struct TurnTaker {
     /// An idle fetch; `None`: the stock.
-    waiter: Option<Arc<Waiter<OrchestrationItem>>>,
+    waiter: Option<Arc<Waiter<CachedFetch>>>,
     /// The fetches' lock timeout.
     lock: Duration,
     /// Taken before the statement that locks the turn is sent.
@@ -779,32 +852,18 @@ impl Provider for PostgresProvider {
         lock_timeout: Duration,
         poll_timeout: Duration,
     ) -> Result<Option<OrchestrationItem>, ProviderError> {
-        let fetch: Fetch<OrchestrationItem> = {
-            let provider = self.clone();
-            Arc::new(move |via, max| {
-                let provider = provider.clone();
-                Box::pin(async move { provider.fetch_turns(lock_timeout, via, max).await })
-            })
-        };
-        let release: Release<OrchestrationItem> = {
-            let provider = self.clone();
-            Arc::new(move |item: OrchestrationItem| provider.release_turn(item))
-        };
-        let group = lock_timeout.as_millis().to_string();
-        let handoffs = Some((&self.inner.turn_handoffs, lock_timeout));
-        self.fetch_or_take(
-            Queue::Orchestrator,
-            ORCHESTRATOR_KEY,
-            poll_timeout,
-            handoffs,
-            |via| {
-                self.inner
-                    .orchestration_fetches
-                    .look(group.clone(), via, fetch.clone(), release.clone())
-            },
-            release.clone(),
-        )
-        .await
+        let turn = self.fetch_turn_for(lock_timeout, poll_timeout, None).await?;
+        Ok(turn.map(|turn| turn.item))
+    }
+
+    async fn fetch_orchestration_item_cached(
+        &self,
+        lock_timeout: Duration,
+        poll_timeout: Duration,
+        cache: Arc<dyn HistoryCache>,
+    ) -> Result<Option<CachedFetch>, ProviderError> {
+        self.fetch_turn_for(lock_timeout, poll_timeout, Some(&*cache))
+            .await
     }
 
     async fn ack_orchestration_item(&self, lock_token: &str, ack: TurnAck) -> Result<(), ProviderError> {
@@ -814,7 +873,7 @@ impl Provider for PostgresProvider {
         let lease = (!takers.is_empty()).then_some(LeaseRequest {
             count: takers.len(),
             lock,
-            secret: lock_token::new_secret(),
+            secret: self.db().new_secret(),
         });
         let messages = ack.messages.len();
         // Messages for later (timers) wake no fetch now: they give a due hint once committed.
@@ -983,7 +1042,7 @@ impl Provider for PostgresProvider {
         let sent = (completion.is_some() && taker.is_none() && !held).then(|| self.announce_when_sent(1, 0));
         let lease = taker
             .as_ref()
-            .map(|taker| (taker.lease(), lock_token::new_secret()));
+            .map(|taker| (taker.lease(), self.db().new_secret()));
         let leasing = taker.is_some();
         let promised = self.promised_turn(taker.as_ref());
         let acked = self

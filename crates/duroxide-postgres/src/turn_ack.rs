@@ -280,7 +280,7 @@ pub(crate) async fn ack(
     ]);
 
     // Without a lease the lease columns are empty (one statement either way).
-    let lease_secret = lease.map_or_else(lock_token::new_secret, |l| l.secret);
+    let lease_secret = lease.map_or_else(|| db.new_secret(), |l| l.secret);
     let leasing = !leased.is_empty();
     let lock_ms = lease.filter(|_| leasing).map(|l| rows::duration_ms(l.lock));
     params.extend([

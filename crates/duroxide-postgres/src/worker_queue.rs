@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use duroxide_core::provider::{
-    ActivityRef, NewMessage, OrchestrationItem, ProviderError, TagFilter, WorkItemLease, WorkerFetch,
+    ActivityRef, CachedFetch, NewMessage, ProviderError, TagFilter, WorkItemLease, WorkerFetch,
 };
 
 use crate::batch::{Completion, Param, Sent};
@@ -68,7 +68,7 @@ pub(crate) async fn fetch(
             due: None,
         });
     };
-    let secret = lock_token::new_secret();
+    let secret = db.new_secret();
     let owner = request.session.as_ref().map(|s| s.owner_id.as_str());
     let session_lease = request.session.as_ref().map_or(0, |s| rows::duration_ms(s.lease));
     let may_claim = request.session.as_ref().is_some_and(|s| s.may_claim_new);
@@ -145,7 +145,7 @@ pub(crate) struct WorkAcked {
     /// A completion was stored.
     pub(crate) enqueued: bool,
     /// The instance the completion went to, locked for a turn (asked for with `lease`).
-    pub(crate) turn: Option<OrchestrationItem>,
+    pub(crate) turn: Option<CachedFetch>,
 }
 
 /// Whether `completion` is a plain message for an existing instance (no creation, no delay), as an
@@ -167,7 +167,7 @@ pub(crate) async fn ack(
     const OP: &str = "ack_work_item";
     let (id, secret) = parse_token(OP, token)?;
     let mut params: Vec<Param> = vec![Box::new(id), Box::new(secret)];
-    let lease_secret = lease.map_or_else(lock_token::new_secret, |(_, secret)| secret);
+    let lease_secret = lease.map_or_else(|| db.new_secret(), |(_, secret)| secret);
     let mut merge = None;
     let (statement, outcome_column) = match completion.filter(|c| is_plain(c)) {
         Some(plain) => {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use duroxide_core::provider::{
-    ActivityRef, HistoryRecord, NewMessage, NewWorkItem, OrchestrationItem, Provider, ProviderErrorKind,
-    SessionRouting, TagFilter, TurnAck, WorkItemLease, WorkerFetch,
+    ActivityRef, HistoryCache, HistoryRecord, NewMessage, NewWorkItem, OrchestrationItem, Provider,
+    ProviderErrorKind, SessionRouting, TagFilter, TurnAck, WorkItemLease, WorkerFetch,
 };
 use duroxide_postgres::PostgresProvider;
 use tokio_postgres::NoTls;
@@ -70,6 +70,25 @@ fn worker() -> WorkerFetch {
         lock_timeout: LOCK,
         tag_filter: TagFilter::DefaultOnly,
         session: None,
+    }
+}
+
+/// A runtime's instance cache holding the histories listed: (instance, execution 1, length).
+struct Holds(Vec<(&'static str, u64)>);
+
+impl Holds {
+    fn history(instance: &'static str, len: u64) -> Arc<dyn HistoryCache> {
+        Arc::new(Holds(vec![(instance, len)]))
+    }
+}
+
+impl HistoryCache for Holds {
+    fn cached_history_len(&self, instance_id: &str, execution_id: u64) -> Option<u64> {
+        let held = self
+            .0
+            .iter()
+            .find(|(id, _)| *id == instance_id && execution_id == 1);
+        held.map(|(_, len)| *len)
     }
 }
 
@@ -574,16 +593,23 @@ async fn a_busy_runtime_s_next_fetch_takes_the_instance_an_activity_completed() 
         .await
         .expect("ack work");
     let before = p.stats().round_trips;
-    let turn = p
-        .fetch_orchestration_item(LOCK, Duration::ZERO)
+    // The runtime holds the history of the turn it acked, so the turn needs no query at all.
+    let fetched = p
+        .fetch_orchestration_item_cached(LOCK, Duration::ZERO, Holds::history("i", 1))
         .await
         .expect("fetch")
         .expect("the stocked instance");
     assert_eq!(p.stats().round_trips, before, "taken from the stock, no query");
     assert_eq!(p.stats().turns_handed - handed, 1);
+    assert_eq!(
+        fetched.omitted_history_len,
+        Some(1),
+        "the first turn's history, held by the runtime"
+    );
+    let turn = fetched.item;
     assert_eq!(turn.instance_id, "i");
     assert_eq!(turn.messages.len(), 1, "the completion");
-    assert_eq!(turn.history.len(), 1, "the first turn's history");
+    assert!(turn.history.is_empty());
     // The lease is real: another provider object cannot take the instance.
     let other = common::connect(p.schema()).await;
     let none = other
@@ -909,4 +935,102 @@ async fn lost_connections_are_retryable_and_heal() {
         "woken after {:?}",
         fetched_at - created_at
     );
+}
+
+/// Runs a first turn of `instance` on `p` (3 events) and then gives the instance a message, so that
+/// the next fetch finds it: the history stored is the one `p`'s runtime would hold.
+async fn acked_once(p: &PostgresProvider, client: &PostgresProvider, instance: &str) {
+    client
+        .create_instance(common::start(instance))
+        .await
+        .expect("create");
+    let item = fetch(p).await;
+    p.ack_orchestration_item(&item.lock_token, first_turn(&item, 2, Vec::new()))
+        .await
+        .expect("ack");
+    client.enqueue_message(event(instance)).await.expect("event");
+}
+
+#[tokio::test]
+async fn a_turn_leaves_out_only_the_history_its_own_runtime_holds() {
+    let schemas = common::Schemas::default();
+    let p = schemas.provider().await;
+    let client = common::connect(p.schema()).await;
+    let cached = |p: &PostgresProvider, cache: Arc<dyn HistoryCache>| {
+        let p = p.clone();
+        async move {
+            p.fetch_orchestration_item_cached(LOCK, Duration::from_secs(5), cache)
+                .await
+                .expect("fetch")
+                .expect("an instance with work")
+        }
+    };
+
+    // Acked here and held whole by the runtime: left out.
+    acked_once(&p, &client, "held").await;
+    let turn = cached(&p, Holds::history("held", 3)).await;
+    assert_eq!(turn.omitted_history_len, Some(3));
+    assert!(turn.item.history.is_empty());
+    assert_eq!(turn.item.messages.len(), 1);
+    p.ack_orchestration_item(&turn.item.lock_token, empty_turn(&turn.item))
+        .await
+        .expect("a turn without its history acks");
+
+    // Acked here, but the runtime holds another length (or nothing): the whole history.
+    for (instance, cache) in [
+        ("shorter", Holds::history("shorter", 2)),
+        ("evicted", Holds::history("x", 3)),
+    ] {
+        acked_once(&p, &client, instance).await;
+        let turn = cached(&p, cache).await;
+        assert_eq!(turn.omitted_history_len, None, "{instance}");
+        let ids: Vec<u64> = turn.item.history.iter().map(|r| r.event_id).collect();
+        assert_eq!(ids, [1, 2, 3], "{instance}");
+        p.ack_orchestration_item(&turn.item.lock_token, empty_turn(&turn.item))
+            .await
+            .expect("ack");
+    }
+
+    // A plain fetch always brings the whole history.
+    acked_once(&p, &client, "plain").await;
+    let item = fetch(&p).await;
+    assert_eq!(item.history.len(), 3);
+    p.ack_orchestration_item(&item.lock_token, empty_turn(&item))
+        .await
+        .expect("ack");
+
+    // Last acked by another provider object (another process): whole, even though this runtime
+    // claims to hold a history of that length.
+    acked_once(&client, &client, "elsewhere").await;
+    let turn = cached(&p, Holds::history("elsewhere", 3)).await;
+    assert_eq!(turn.omitted_history_len, None);
+    assert_eq!(turn.item.history.len(), 3);
+    assert_eq!(turn.item.history[2].payload, "{\"n\":3}");
+}
+
+#[tokio::test]
+async fn connections_of_earlier_versions_still_get_whole_histories() {
+    let schemas = common::Schemas::default();
+    let p = schemas.provider().await;
+    acked_once(&p, &p, "i").await;
+    // A connection that does not name an owner (as an earlier version's do not) reads the state a
+    // turn of the instance returns: the whole history.
+    let (plain, connection) = tokio_postgres::connect(&common::url(), NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let row = plain
+        .query_one(
+            &format!(
+                "SELECT event_ids, kinds FROM \"{}\".turn_state('i', 1)",
+                p.schema()
+            ),
+            &[],
+        )
+        .await
+        .expect("turn_state");
+    let ids: Option<Vec<i64>> = row.get(0);
+    let kinds: Option<Vec<String>> = row.get(1);
+    assert_eq!(ids, Some(vec![1, 2, 3]));
+    assert_eq!(kinds.map(|k| k.len()), Some(3));
 }
