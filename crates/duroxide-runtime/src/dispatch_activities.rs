@@ -23,8 +23,9 @@ const ACKS_IN_FLIGHT: usize = 4;
 /// its own while the slot goes on to its next item: on a database server an ack's round trip and
 /// commit take about as long as running a short activity, and a slot that waited for each one
 /// spent half its time waiting (PostgreSQL fan-out: +25-35% activities/s without the wait). At most
-/// [`ACKS_IN_FLIGHT`] of them are outstanding per slot, and the slot waits for all of them before
-/// it ends.
+/// [`ACKS_IN_FLIGHT`] of them are outstanding per slot. The slot waits for them before it ends,
+/// until a hard stop: then the rest are dropped, and their items run again once their leases
+/// expire (activities run at least once).
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut backoff = ErrorBackoff::default();
     let mut acks = tokio::task::JoinSet::new();
@@ -69,7 +70,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
         }
     }
-    while acks.join_next().await.is_some() {}
+    tokio::select! {
+        () = async { while acks.join_next().await.is_some() {} } => {}
+        () = shared.hard_stop.cancelled() => acks.abort_all(),
+    }
 }
 
 /// The completion message for an activity, built from the lease's explicit identity (so it can be

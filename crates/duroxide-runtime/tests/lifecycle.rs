@@ -1,12 +1,15 @@
 //! Runtime lifecycle: shutdown returns as soon as it is idle, drains in-flight work, the metrics
-//! snapshot counts what the runtime did, and a waiting client learns of an instance's end from the
-//! runtime that ended it.
+//! snapshot counts what the runtime did, a waiting client learns of an instance's end from the
+//! runtime that ended it, and a worker slot does not wait for its last activity's ack.
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{recorded, Env, Gate, Registries, PATIENCE};
+use duroxide_conformance::faults::{CallPhase, FaultConfig, FaultyProvider, HookAction, Op};
 use duroxide_runtime::{Client, RuntimeOptions, Status};
 use tokio::time::Instant;
 
@@ -213,4 +216,46 @@ async fn a_local_waiter_gets_exactly_the_stored_final_state() {
         assert!(handed.status.is_terminal(), "{how}: {handed:?}");
     }
     env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_slot_runs_its_next_activity_while_an_ack_is_still_in_flight() {
+    // The first activity ack commits and then never answers; with one worker slot, the second
+    // activity runs only if the slot went on without waiting for that answer.
+    let froze = Arc::new(AtomicBool::new(false));
+    let hook = {
+        let froze = froze.clone();
+        Arc::new(move |op: Op, phase: CallPhase| {
+            let first = op == Op::AckWorkItem
+                && phase == CallPhase::AfterCommit
+                && !froze.swap(true, Ordering::SeqCst);
+            if first {
+                HookAction::Freeze
+            } else {
+                HookAction::Continue
+            }
+        })
+    };
+    let provider = Arc::new(FaultyProvider::new(common::memory(), FaultConfig::none(), 1).with_hook(hook));
+    let mut reg = Registries::new();
+    reg.activity("Echo", |_, input| async move { Ok(input) })
+        .orchestration("Two", |ctx, input| async move {
+            let a = ctx.schedule_activity("Echo", input).await?;
+            ctx.schedule_activity("Echo", format!("{a}!")).await
+        });
+    let options = RuntimeOptions {
+        worker_concurrency: 1,
+        ..common::options()
+    };
+    let env = Env::start(provider, &reg, options).await;
+    env.client.start_orchestration("two", "Two", "hi").await.unwrap();
+    assert_eq!(env.completed("two").await, "hi!");
+    assert!(
+        froze.load(Ordering::SeqCst),
+        "the first ack's answer was held back"
+    );
+    // Shutdown ends even though that ack never answers (after its drain time, by a hard stop).
+    tokio::time::timeout(common::SHUTDOWN * 3, env.shutdown())
+        .await
+        .expect("shutdown ends despite an ack that never answers");
 }
