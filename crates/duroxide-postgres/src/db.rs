@@ -63,7 +63,7 @@ impl Statements {
                 "UPDATE __schema__.instances SET locked_until_ms = __schema__.now_ms() + $3
                  WHERE instance_id = $1 AND lock_token = $2 AND locked_until_ms > __schema__.now_ms()",
             ),
-            fetch_work_items: call("fetch_work_items", 9),
+            fetch_work_items: call("fetch_work_items_with_extras", 10),
             ack_work_item: call("ack_work_item", 9),
             complete_work_item: call("complete_work_item", 6),
             complete_work_items: call("complete_work_items", 6),

@@ -51,10 +51,15 @@ const MIGRATIONS: &[Migration] = &[
         description: "a turn leaves out the history its fetching provider already holds",
         sql: include_str!("migrations/0006_cached_histories.sql"),
     },
+    Migration {
+        version: 7,
+        description: "a work fetch that also leases a few queued plain items for its provider's stock",
+        sql: include_str!("migrations/0007_work_extras.sql"),
+    },
 ];
 
 /// The schema version this build creates and understands.
-pub const LATEST_VERSION: i64 = 6;
+pub const LATEST_VERSION: i64 = 7;
 
 /// The table that records applied migrations. Prefixed so it cannot collide with an application's
 /// own `schema_migrations` table when the schema is shared.

@@ -53,8 +53,16 @@ const LINGER: Duration = Duration::from_millis(20);
 /// one per fetch full of the instances their results go to, so fetch queries found no place to
 /// lease extra instances in and took queued instances (new ones, mostly) one query each; with two,
 /// a query brings several (chain3 on PostgreSQL: fetch queries 2,090 → 462 per 2,000 instances,
-/// +10 to 13% orchestrations/s). Work items need no more than one: turn acks hand them all.
+/// +10 to 13% orchestrations/s).
 const TURN_STOCK_PER_FETCH: usize = 2;
+
+/// Most work items a fetch query leases beyond its looks, for the stock, and the stock's size per
+/// worker fetch. Turn acks hand idle fetches the items they create, but a turn that schedules more
+/// than there are idle fetches (a fan-out) leaves the rest queued, and each worker slot then paid a
+/// query of its own after every activity. Leasing a few more per query lets the next slots take
+/// theirs from the stock.
+const MAX_WORK_PREFETCH: usize = 8;
+const WORK_STOCK_PER_FETCH: usize = 2;
 
 /// How to connect, beyond the URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,7 +243,7 @@ impl PostgresProvider {
                 db: Db::new(pool, mux, committer, schema, options.durability, owner),
                 orchestration_fetches: Arc::default(),
                 work_fetches: Arc::default(),
-                work_handoffs: Handoffs::default(),
+                work_handoffs: Handoffs::new(WORK_STOCK_PER_FETCH),
                 turn_handoffs: Handoffs::new(TURN_STOCK_PER_FETCH),
                 held_turns: HeldTurns::default(),
                 unsettled: Unsettled::default(),
@@ -514,6 +522,66 @@ impl PostgresProvider {
             release.clone(),
         )
         .await
+    }
+
+    /// One work fetch query for `looks` waiting looks of `request`. A request that takes untagged
+    /// items also leases up to [`MAX_WORK_PREFETCH`] more plain ones (untagged, session-less: any
+    /// such fetch may run them), as the stock has places, and stocks them.
+    async fn fetch_work(
+        &self,
+        request: &WorkerFetch,
+        via: Option<Arc<Conn>>,
+        looks: usize,
+    ) -> Result<Batch<WorkItemLease>, ProviderError> {
+        let handoffs = &self.inner.work_handoffs;
+        let places = if worker_queue::takes_untagged(request) {
+            handoffs.reserve_stock_places(MAX_WORK_PREFETCH)
+        } else {
+            0
+        };
+        let lock = request.lock_timeout;
+        let leased_from = Instant::now();
+        // Every item of a query has one lease; with places, long enough for the stock.
+        let leasing = WorkerFetch {
+            lock_timeout: if places > 0 {
+                handoff::stock_lease(lock)
+            } else {
+                lock
+            },
+            ..request.clone()
+        };
+        let promised = Promised::new(handoffs, &[], places);
+        let fetched = worker_queue::fetch(self.db(), &leasing, via, looks, places).await;
+        promised.settled();
+        let mut batch = match fetched {
+            Ok(batch) => batch,
+            Err(err) => {
+                (0..places).for_each(|_| handoffs.unreserve_stock());
+                return Err(err);
+            }
+        };
+        let extra = batch.items.split_off(looks.min(batch.items.len()));
+        (extra.len()..places).for_each(|_| handoffs.unreserve_stock());
+        for lease in extra {
+            self.stock_work(lease, lock, leased_from);
+        }
+        Ok(batch)
+    }
+
+    /// Fills a promised place of the work stock, waking a fetch for it; the item goes back if no
+    /// fetch took it in time (`handoff::stock_ttl`).
+    fn stock_work(&self, lease: WorkItemLease, lock: Duration, leased_from: Instant) {
+        let handoffs = &self.inner.work_handoffs;
+        let id = handoffs.stock_item(lease, lock, leased_from);
+        self.inner.wakeups.work_arrived(Queue::Worker, Wake::Some(1));
+        let provider = self.clone();
+        let expires = leased_from + handoff::stock_ttl(lock);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(expires.into()).await;
+            if let Some(lease) = provider.inner.work_handoffs.take_unwanted(id) {
+                provider.release_work(lease);
+            }
+        });
     }
 
     /// Who will get a turn an operation is about to lock: an idle orchestration fetch of this object,
@@ -996,7 +1064,7 @@ impl Provider for PostgresProvider {
             let (provider, request) = (self.clone(), request.clone());
             Arc::new(move |via, max| {
                 let (provider, request) = (provider.clone(), request.clone());
-                Box::pin(async move { worker_queue::fetch(provider.db(), &request, via, max).await })
+                Box::pin(async move { provider.fetch_work(&request, via, max).await })
             })
         };
         let release: Release<WorkItemLease> = {
@@ -1195,13 +1263,16 @@ impl Provider for PostgresProvider {
         management::instance_stats(self.db(), instance_id).await
     }
 
-    /// Also hands back stocked turns: the runtime calls this when it stops fetching.
+    /// Also hands back stocked turns and work items: the runtime calls this when it stops fetching.
     fn wake_all(&self) {
         self.inner.wakeups.wake_all();
         // (A runtime dropped outside any async runtime cannot hand them back; their leases expire.)
         if tokio::runtime::Handle::try_current().is_ok() {
             for turn in self.inner.turn_handoffs.take_all_stocked() {
                 self.release_turn(turn);
+            }
+            for lease in self.inner.work_handoffs.take_all_stocked() {
+                self.release_work(lease);
             }
         }
     }

@@ -53,12 +53,14 @@ pub(crate) fn request_key(request: &WorkerFetch) -> String {
 }
 
 /// `Provider::fetch_work_item`, one look for up to `max` waiting fetches with this request (see
-/// `coalesce`).
+/// `coalesce`). Having taken `max`, it also leases up to `extra` queued plain items (untagged,
+/// session-less) that follow in queue order, returned after the others (migration 7).
 pub(crate) async fn fetch(
     db: &Db,
     request: &WorkerFetch,
     via: Option<Arc<Conn>>,
     max: usize,
+    extra: usize,
 ) -> Result<Batch<WorkItemLease>, ProviderError> {
     const OP: &str = "fetch_work_item";
     let Some((untagged, any_tag, tags)) = tag_params(&request.tag_filter) else {
@@ -87,6 +89,7 @@ pub(crate) async fn fetch(
                 &session_lease,
                 &may_claim,
                 &rows::batch_size(max),
+                &i32::try_from(extra).unwrap_or(i32::MAX),
             ],
             crate::error::sql_err(OP),
         )

@@ -696,6 +696,41 @@ async fn a_fetch_query_leases_queued_instances_for_the_next_fetches() {
 }
 
 #[tokio::test]
+async fn a_work_fetch_query_leases_the_plain_items_that_follow_for_the_next_fetches() {
+    let schemas = common::Schemas::default();
+    let p = schemas.single_connection_provider().await;
+    let client = common::connect(p.schema()).await;
+    // Queued by another object (nothing handed to fetches): plain 2 and 3, a tagged 4, plain 5 to 7.
+    client.create_instance(common::start("i")).await.expect("create");
+    let item = fetch(&client).await;
+    let mut work: Vec<NewWorkItem> = (2..8).map(|event_id| work_item("i", event_id)).collect();
+    work[2].tag = Some("gpu".into());
+    client
+        .ack_orchestration_item(&item.lock_token, first_turn(&item, 0, work))
+        .await
+        .expect("ack");
+    let any = WorkerFetch {
+        tag_filter: TagFilter::Any,
+        ..worker()
+    };
+    let mut fetched = Vec::new();
+    for _ in 0..6 {
+        let before = p.stats().round_trips;
+        let lease = p
+            .fetch_work_item(&any, Duration::from_secs(5))
+            .await
+            .expect("fetch")
+            .expect("an item");
+        fetched.push((lease.activity.event_id, p.stats().round_trips - before));
+    }
+    // One fetch ran at a time, so the stock has two places. The first query (preparing its
+    // statement too) also leased 3, which the next fetch took without a query, and stopped at 4,
+    // which is not plain: leasing 5 then would have had it run before 4. The query that took 4
+    // leased 5 and 6. Queue order holds throughout.
+    assert_eq!(fetched, vec![(2, 2), (3, 0), (4, 1), (5, 0), (6, 0), (7, 1)]);
+}
+
+#[tokio::test]
 async fn completions_committed_together_each_get_their_own_outcome() {
     let schemas = common::Schemas::default();
     let p = schemas.single_connection_provider().await;
