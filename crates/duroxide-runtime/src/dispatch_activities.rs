@@ -12,28 +12,18 @@ use duroxide_core::{ErrorDetails, ErrorKind, OrchestratorMessage};
 
 use crate::activity::{ActivityContext, ActivityFuture};
 use crate::cancel::CancelSignal;
-use crate::dispatch_orchestrations::{panic_message, ErrorBackoff, PendingAck};
+use crate::dispatch_orchestrations::{panic_message, ErrorBackoff};
 use crate::metrics::Metrics;
+use crate::pending_acks::{PendingAck, PendingAcks};
 use crate::runtime::Shared;
 
-/// How many of a slot's acks may still be in flight when it runs its next activity.
-const ACKS_IN_FLIGHT: usize = 4;
-
 /// One worker slot: loops until the runtime stops. An activity's completion is acked on a task of
-/// its own while the slot goes on to its next item: on a database server an ack's round trip and
-/// commit take about as long as running a short activity, and a slot that waited for each one
-/// spent half its time waiting (PostgreSQL fan-out: +25-35% activities/s without the wait). At most
-/// [`ACKS_IN_FLIGHT`] of them are outstanding per slot. The slot waits for them before it ends,
-/// until a hard stop: then the rest are dropped, and their items run again once their leases
-/// expire (activities run at least once).
+/// its own while the slot goes on to its next item (see `pending_acks`).
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut backoff = ErrorBackoff::default();
-    let mut acks = tokio::task::JoinSet::new();
+    let mut acks = PendingAcks::default();
     while !shared.stopping() {
-        while acks.try_join_next().is_some() {}
-        if acks.len() >= ACKS_IN_FLIGHT {
-            acks.join_next().await;
-        }
+        acks.make_room().await;
         let request = WorkerFetch {
             lock_timeout: shared.options.worker_lock_timeout,
             tag_filter: shared.options.worker_tag_filter.clone(),
@@ -56,7 +46,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     shared.sessions.begin(s);
                 }
                 if let Some(ack) = execute(&shared, lease).await {
-                    acks.spawn(ack);
+                    acks.push(ack);
                 }
                 if let Some(s) = &session {
                     shared.sessions.end(s);
@@ -70,10 +60,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
         }
     }
-    tokio::select! {
-        () = async { while acks.join_next().await.is_some() {} } => {}
-        () = shared.hard_stop.cancelled() => acks.abort_all(),
-    }
+    acks.finish(&shared.hard_stop).await;
 }
 
 /// The completion message for an activity, built from the lease's explicit identity (so it can be

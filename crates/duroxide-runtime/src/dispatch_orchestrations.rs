@@ -1,7 +1,5 @@
 //! The orchestration dispatcher: fetch a locked instance, run its turn, ack it (or abandon it).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,6 +14,7 @@ use duroxide_core::{ErrorDetails, ErrorKind};
 use crate::cache::{Cached, HistoryPrint};
 use crate::client::OrchestrationState;
 use crate::metrics::Metrics;
+use crate::pending_acks::{PendingAck, PendingAcks};
 use crate::runtime::Shared;
 use crate::{logging, notify};
 
@@ -54,31 +53,30 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a non-text panic payload".to_string())
 }
 
-/// The commit of a processed turn, still to be awaited.
-pub(crate) type PendingAck = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// One dispatcher slot: loops until the runtime stops. A turn's ack is committed while the slot
-/// already fetches its next item (one ack in flight at most), so the two share a provider round trip or
-/// transaction instead of following each other; the instance itself stays locked until its ack.
+/// One dispatcher slot: loops until the runtime stops. A turn's ack is committed on a task of its
+/// own while the slot goes on to its next item (see `pending_acks`); the instance itself stays
+/// locked until its ack commits.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut backoff = ErrorBackoff::default();
     let options = &shared.options;
-    let mut in_flight: Option<PendingAck> = None;
+    let mut acks = PendingAcks::default();
     while !shared.stopping() {
-        let fetch = shared.provider.fetch_orchestration_item_cached(
-            options.orchestrator_lock_timeout,
-            options.dispatcher_poll_interval,
-            shared.cache.clone(),
-        );
-        let fetched = match in_flight.take() {
-            Some(ack) => tokio::join!(ack, fetch).1,
-            None => fetch.await,
-        };
+        acks.make_room().await;
+        let fetched = shared
+            .provider
+            .fetch_orchestration_item_cached(
+                options.orchestrator_lock_timeout,
+                options.dispatcher_poll_interval,
+                shared.cache.clone(),
+            )
+            .await;
         match fetched {
             Ok(Some(fetched)) => {
                 backoff.reset();
                 Metrics::inc(&shared.metrics.orch_dispatcher_items_fetched);
-                in_flight = handle(&shared, fetched).await;
+                if let Some(ack) = handle(&shared, fetched).await {
+                    acks.push(ack);
+                }
             }
             Ok(None) => backoff.reset(),
             Err(error) => {
@@ -88,9 +86,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
         }
     }
-    if let Some(ack) = in_flight {
-        ack.await;
-    }
+    acks.finish(&shared.hard_stop).await;
 }
 
 /// What running the turn's code gave.

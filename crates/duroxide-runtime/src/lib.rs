@@ -32,6 +32,7 @@ mod logging;
 mod metrics;
 mod notify;
 mod options;
+mod pending_acks;
 mod runtime;
 mod sessions;
 

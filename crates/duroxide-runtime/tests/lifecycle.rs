@@ -1,6 +1,6 @@
 //! Runtime lifecycle: shutdown returns as soon as it is idle, drains in-flight work, the metrics
 //! snapshot counts what the runtime did, a waiting client learns of an instance's end from the
-//! runtime that ended it, and a worker slot does not wait for its last activity's ack.
+//! runtime that ended it, and a dispatcher slot does not wait for its last ack.
 
 mod common;
 
@@ -218,17 +218,16 @@ async fn a_local_waiter_gets_exactly_the_stored_final_state() {
     env.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_slot_runs_its_next_activity_while_an_ack_is_still_in_flight() {
-    // The first activity ack commits and then never answers; with one worker slot, the second
-    // activity runs only if the slot went on without waiting for that answer.
+/// Runs an orchestration of two activities with one slot of each kind, on a provider whose first
+/// call of `frozen` commits and then never answers: it completes only if a slot goes on without
+/// waiting for that answer. Shutdown still ends (after its drain time, by a hard stop).
+async fn completes_while_the_first_ack_of(frozen: Op) {
     let froze = Arc::new(AtomicBool::new(false));
     let hook = {
         let froze = froze.clone();
         Arc::new(move |op: Op, phase: CallPhase| {
-            let first = op == Op::AckWorkItem
-                && phase == CallPhase::AfterCommit
-                && !froze.swap(true, Ordering::SeqCst);
+            let first =
+                op == frozen && phase == CallPhase::AfterCommit && !froze.swap(true, Ordering::SeqCst);
             if first {
                 HookAction::Freeze
             } else {
@@ -244,18 +243,28 @@ async fn a_worker_slot_runs_its_next_activity_while_an_ack_is_still_in_flight() 
             ctx.schedule_activity("Echo", format!("{a}!")).await
         });
     let options = RuntimeOptions {
+        orchestration_concurrency: 1,
         worker_concurrency: 1,
         ..common::options()
     };
     let env = Env::start(provider, &reg, options).await;
     env.client.start_orchestration("two", "Two", "hi").await.unwrap();
-    assert_eq!(env.completed("two").await, "hi!");
+    assert_eq!(env.completed("two").await, "hi!", "{frozen:?}");
     assert!(
         froze.load(Ordering::SeqCst),
-        "the first ack's answer was held back"
+        "the first {frozen:?} never answered"
     );
-    // Shutdown ends even though that ack never answers (after its drain time, by a hard stop).
     tokio::time::timeout(common::SHUTDOWN * 3, env.shutdown())
         .await
         .expect("shutdown ends despite an ack that never answers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_slot_runs_its_next_activity_while_an_ack_is_still_in_flight() {
+    completes_while_the_first_ack_of(Op::AckWorkItem).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orchestration_slot_runs_its_next_turn_while_an_ack_is_still_in_flight() {
+    completes_while_the_first_ack_of(Op::AckOrchestrationItem).await;
 }
