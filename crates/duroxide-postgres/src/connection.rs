@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool::managed::QueueMode;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 
@@ -25,6 +25,9 @@ pub(crate) struct Target {
     pub(crate) description: String,
     /// The role name, for messages.
     pub(crate) user: String,
+    /// Run on every new connection: names the provider object's lock-secret owner (see
+    /// [`naming_owner`](Self::naming_owner)).
+    on_connect: Option<String>,
 }
 
 impl Target {
@@ -66,21 +69,19 @@ impl Target {
             config,
             description,
             user,
+            on_connect: None,
         })
     }
 
     /// This target with the setting `duroxide.history_owner` on every connection it opens: the prefix
     /// of `owner`'s lock secrets, which lets turns leave out histories that owner's runtime holds
-    /// (migration 6). Options the URL gave are kept.
+    /// (migration 6). Set by a statement once a connection is open rather than as a startup option,
+    /// which connection poolers such as PgBouncer refuse.
     pub(crate) fn naming_owner(&self, owner: &Owner) -> Target {
-        let setting = format!("-c duroxide.history_owner={}", owner.text());
-        let options = match self.config.get_options() {
-            Some(given) if !given.trim().is_empty() => format!("{given} {setting}"),
-            _ => setting,
-        };
-        let mut target = self.clone();
-        target.config.options(&options);
-        target
+        Target {
+            on_connect: Some(format!("SET duroxide.history_owner = '{}'", owner.text())),
+            ..self.clone()
+        }
     }
 
     /// Opens one connection outside the pool, with its driver running on a task of its own.
@@ -95,6 +96,12 @@ impl Target {
                 tracing::debug!(target: "duroxide::postgres", %err, "connection closed with an error");
             }
         });
+        if let Some(sql) = &self.on_connect {
+            client
+                .batch_execute(sql)
+                .await
+                .map_err(|err| ConnectError::from_connect(&self.description, &self.user, &err))?;
+        }
         Ok(client)
     }
 
@@ -113,7 +120,14 @@ impl Target {
             .get_connect_timeout()
             .copied()
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        Pool::builder(manager)
+        let mut builder = Pool::builder(manager);
+        if let Some(sql) = self.on_connect.clone() {
+            builder = builder.post_create(Hook::async_fn(move |client, _| {
+                let sql = sql.clone();
+                Box::pin(async move { client.batch_execute(&sql).await.map_err(HookError::Backend) })
+            }));
+        }
+        builder
             .max_size(max_connections.max(1))
             // The most recently used connection first: busy connections stay warm (their prepared
             // statements are reused) and spare ones stay idle instead of being cycled through.

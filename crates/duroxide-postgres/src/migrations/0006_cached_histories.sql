@@ -7,8 +7,8 @@
 -- process that ran the previous one.
 --
 -- A provider object makes every lock secret start with 8 bytes of its own (its owner prefix) and
--- names that prefix on all of its connections in the setting `duroxide.history_owner` (the first 18
--- characters of a secret's text form). When the instance's last ack was made under a secret with
+-- names that prefix on each of its connections, once it is open, in the setting
+-- `duroxide.history_owner` (the first 18 characters of a secret's text form). When the instance's last ack was made under a secret with
 -- that prefix, `turn_state` leaves the history out: it returns `event_ids` as a one-element array
 -- holding the stored history's length (the highest event id; 0 for none) and `kinds` and `payloads`
 -- as NULL. The provider then compares that length with the cache of the runtime that fetches and
