@@ -34,7 +34,7 @@
 //!   anyway for a small stock that the next orchestration fetch takes before it looks (two items for
 //!   each fetch there was at once, filled only while fetches run, handed back after half a second or
 //!   when the runtime stops), and a fetch query leases a few more queued instances for it. A work
-//!   fetch query likewise leases up to eight more queued plain items (untagged, session-less; it
+//!   fetch query likewise leases up to sixteen more queued plain items (untagged, session-less; it
 //!   stops at the first item that is not, so queue order holds) for a stock of work items that the
 //!   next worker fetches take (migration 0007): in a fan-out each worker slot paid a query after
 //!   every activity. Work whose fetch went away is handed back at once, and a

@@ -60,9 +60,10 @@ const TURN_STOCK_PER_FETCH: usize = 2;
 /// worker fetch. Turn acks hand idle fetches the items they create, but a turn that schedules more
 /// than there are idle fetches (a fan-out) leaves the rest queued, and each worker slot then paid a
 /// query of its own after every activity. Leasing a few more per query lets the next slots take
-/// theirs from the stock.
-const MAX_WORK_PREFETCH: usize = 8;
-const WORK_STOCK_PER_FETCH: usize = 2;
+/// theirs from the stock (Python fan-out on PostgreSQL, medians of 6 runs: 8 and 2 per fetch gave
+/// 5,100 to 5,800 activities/s, 16 and 4 gave 5,900 to 6,200).
+const MAX_WORK_PREFETCH: usize = 16;
+const WORK_STOCK_PER_FETCH: usize = 4;
 
 /// How to connect, beyond the URL.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -700,10 +700,10 @@ async fn a_work_fetch_query_leases_the_plain_items_that_follow_for_the_next_fetc
     let schemas = common::Schemas::default();
     let p = schemas.single_connection_provider().await;
     let client = common::connect(p.schema()).await;
-    // Queued by another object (nothing handed to fetches): plain 2 and 3, a tagged 4, plain 5 to 7.
+    // Queued by another object (nothing handed to fetches): plain 2 and 3, a tagged 4, plain 5 to 10.
     client.create_instance(common::start("i")).await.expect("create");
     let item = fetch(&client).await;
-    let mut work: Vec<NewWorkItem> = (2..8).map(|event_id| work_item("i", event_id)).collect();
+    let mut work: Vec<NewWorkItem> = (2..11).map(|event_id| work_item("i", event_id)).collect();
     work[2].tag = Some("gpu".into());
     client
         .ack_orchestration_item(&item.lock_token, first_turn(&item, 0, work))
@@ -714,7 +714,7 @@ async fn a_work_fetch_query_leases_the_plain_items_that_follow_for_the_next_fetc
         ..worker()
     };
     let mut fetched = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..9 {
         let before = p.stats().round_trips;
         let lease = p
             .fetch_work_item(&any, Duration::from_secs(5))
@@ -723,11 +723,23 @@ async fn a_work_fetch_query_leases_the_plain_items_that_follow_for_the_next_fetc
             .expect("an item");
         fetched.push((lease.activity.event_id, p.stats().round_trips - before));
     }
-    // One fetch ran at a time, so the stock has two places. The first query (preparing its
+    // One fetch ran at a time, so the stock has four places. The first query (preparing its
     // statement too) also leased 3, which the next fetch took without a query, and stopped at 4,
     // which is not plain: leasing 5 then would have had it run before 4. The query that took 4
-    // leased 5 and 6. Queue order holds throughout.
-    assert_eq!(fetched, vec![(2, 2), (3, 0), (4, 1), (5, 0), (6, 0), (7, 1)]);
+    // leased 5 to 8, as many as the stock holds, and the one that took 9 leased 10. Queue order
+    // holds throughout.
+    let expected = [
+        (2, 2),
+        (3, 0),
+        (4, 1),
+        (5, 0),
+        (6, 0),
+        (7, 0),
+        (8, 0),
+        (9, 1),
+        (10, 0),
+    ];
+    assert_eq!(fetched, expected);
 }
 
 #[tokio::test]
