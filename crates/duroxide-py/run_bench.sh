@@ -26,9 +26,12 @@ for backend in "${backends[@]}"; do
         for schema in $(psql "$pg_url" -Atc "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bench\_%'"); do
             case " $before " in
                 *" $schema "*) ;;
-                *) psql "$pg_url" -qc "DROP SCHEMA \"$schema\" CASCADE" ;;
+                *) PGOPTIONS=--client-min-messages=warning psql "$pg_url" -qc "DROP SCHEMA \"$schema\" CASCADE" ;;
             esac
         done
+        # The dropped schema's catalog rows would otherwise slow the next runs on a server without
+        # autovacuum (see the script).
+        DUROXIDE_PG_URL="$pg_url" bash "$repo/xtask/pg_vacuum_catalogs.sh" >&2
     else
         "$py" "$workloads" "$backend" "${N:-500}"
     fi
