@@ -32,7 +32,9 @@ impl Owner {
     /// The first 18 characters of the text form of this owner's secrets (`xxxxxxxx-xxxx-xxxx`),
     /// which migration 6 compares with `left(last_ack_token::text, 18)`.
     pub(crate) fn text(&self) -> String {
-        let mut text = self.new_secret().hyphenated().to_string();
+        let mut bytes = [0; 16];
+        bytes[..8].copy_from_slice(&self.0);
+        let mut text = Uuid::from_bytes(bytes).hyphenated().to_string();
         text.truncate(18);
         text
     }

@@ -423,38 +423,30 @@ impl PostgresProvider {
         via: Option<Arc<Conn>>,
         looks: usize,
     ) -> Result<Batch<CachedFetch>, ProviderError> {
-        let handoffs = &self.inner.turn_handoffs;
-        let places = handoffs.reserve_stock_places(MAX_PREFETCH);
-        let leased_from = Instant::now();
-        // Every item of a query has one lease; with places, long enough for the stock.
-        let lease = if places > 0 {
-            handoff::stock_lease(lock_timeout)
-        } else {
-            lock_timeout
-        };
-        let promised = Promised::new(handoffs, &[], places);
-        let fetched = orchestrator_queue::fetch(self.db(), lease, via, looks + places).await;
-        promised.settled();
-        let mut batch = match fetched {
-            Ok(batch) => batch,
-            Err(err) => {
-                (0..places).for_each(|_| handoffs.unreserve_stock());
-                return Err(err);
-            }
-        };
-        let until = leased_from + lease;
-        batch.items.iter().for_each(|turn| self.hold_turn(turn, until));
-        let extra = batch.items.split_off(looks.min(batch.items.len()));
-        (extra.len()..places).for_each(|_| handoffs.unreserve_stock());
-        for turn in extra {
+        let leased = query_with_stock(
+            &self.inner.turn_handoffs,
+            MAX_PREFETCH,
+            lock_timeout,
+            looks,
+            |lease, places| orchestrator_queue::fetch(self.db(), lease, via, looks + places),
+        )
+        .await?;
+        let until = leased.leased_from + leased.lease;
+        leased
+            .batch
+            .items
+            .iter()
+            .chain(&leased.extra)
+            .for_each(|turn| self.hold_turn(turn, until));
+        for turn in leased.extra {
             let taker = TurnTaker {
                 waiter: None,
                 lock: lock_timeout,
-                leased_from,
+                leased_from: leased.leased_from,
             };
             self.hand_turn(taker, turn);
         }
-        Ok(batch)
+        Ok(leased.batch)
     }
 
     /// An orchestration fetch whose turn has its whole history, unless `cache` holds exactly the
@@ -534,53 +526,57 @@ impl PostgresProvider {
         via: Option<Arc<Conn>>,
         looks: usize,
     ) -> Result<Batch<WorkItemLease>, ProviderError> {
-        let handoffs = &self.inner.work_handoffs;
-        let places = if worker_queue::takes_untagged(request) {
-            handoffs.reserve_stock_places(MAX_WORK_PREFETCH)
+        let max_extra = if worker_queue::takes_untagged(request) {
+            MAX_WORK_PREFETCH
         } else {
             0
         };
         let lock = request.lock_timeout;
-        let leased_from = Instant::now();
-        // Every item of a query has one lease; with places, long enough for the stock.
-        let leasing = WorkerFetch {
-            lock_timeout: if places > 0 {
-                handoff::stock_lease(lock)
-            } else {
-                lock
+        let leased = query_with_stock(
+            &self.inner.work_handoffs,
+            max_extra,
+            lock,
+            looks,
+            |lease, places| {
+                let leasing = WorkerFetch {
+                    lock_timeout: lease,
+                    ..request.clone()
+                };
+                async move { worker_queue::fetch(self.db(), &leasing, via, looks, places).await }
             },
-            ..request.clone()
-        };
-        let promised = Promised::new(handoffs, &[], places);
-        let fetched = worker_queue::fetch(self.db(), &leasing, via, looks, places).await;
-        promised.settled();
-        let mut batch = match fetched {
-            Ok(batch) => batch,
-            Err(err) => {
-                (0..places).for_each(|_| handoffs.unreserve_stock());
-                return Err(err);
-            }
-        };
-        let extra = batch.items.split_off(looks.min(batch.items.len()));
-        (extra.len()..places).for_each(|_| handoffs.unreserve_stock());
-        for lease in extra {
-            self.stock_work(lease, lock, leased_from);
+        )
+        .await?;
+        for item in leased.extra {
+            self.stock(
+                Queue::Worker,
+                |inner| &inner.work_handoffs,
+                item,
+                (lock, leased.leased_from),
+                PostgresProvider::release_work,
+            );
         }
-        Ok(batch)
+        Ok(leased.batch)
     }
 
-    /// Fills a promised place of the work stock, waking a fetch for it; the item goes back if no
-    /// fetch took it in time (`handoff::stock_ttl`).
-    fn stock_work(&self, lease: WorkItemLease, lock: Duration, leased_from: Instant) {
-        let handoffs = &self.inner.work_handoffs;
-        let id = handoffs.stock_item(lease, lock, leased_from);
-        self.inner.wakeups.work_arrived(Queue::Worker, Wake::Some(1));
+    /// Fills a place promised in the stock of `handoffs` with `item`, leased from `leased` (the
+    /// fetches' lock timeout, and when the lease began), and wakes a fetch of `queue` for it; the
+    /// item goes back through `give_back` if no fetch took it in time (`handoff::stock_ttl`).
+    fn stock<T: Send + 'static>(
+        &self,
+        queue: Queue,
+        handoffs: fn(&Inner) -> &Handoffs<T>,
+        item: T,
+        (lock, leased_from): (Duration, Instant),
+        give_back: fn(&PostgresProvider, T),
+    ) {
+        let id = handoffs(&self.inner).stock_item(item, lock, leased_from);
+        self.inner.wakeups.work_arrived(queue, Wake::Some(1));
         let provider = self.clone();
         let expires = leased_from + handoff::stock_ttl(lock);
         tokio::spawn(async move {
             tokio::time::sleep_until(expires.into()).await;
-            if let Some(lease) = provider.inner.work_handoffs.take_unwanted(id) {
-                provider.release_work(lease);
+            if let Some(item) = handoffs(&provider.inner).take_unwanted(id) {
+                give_back(&provider, item);
             }
         });
     }
@@ -656,18 +652,13 @@ impl PostgresProvider {
             Some(waiter)
         });
         let Some(waiter) = waiter else {
-            let id = handoffs.stock_item(turn, taker.lock, taker.leased_from);
-            self.inner
-                .wakeups
-                .work_arrived(Queue::Orchestrator, Wake::Some(1));
-            let provider = self.clone();
-            let expires = taker.leased_from + handoff::stock_ttl(taker.lock);
-            tokio::spawn(async move {
-                tokio::time::sleep_until(expires.into()).await;
-                if let Some(turn) = provider.inner.turn_handoffs.take_unwanted(id) {
-                    provider.release_turn(turn);
-                }
-            });
+            self.stock(
+                Queue::Orchestrator,
+                |inner| &inner.turn_handoffs,
+                turn,
+                (taker.lock, taker.leased_from),
+                PostgresProvider::release_turn,
+            );
             return;
         };
         if let Some(turn) = handoffs.deliver(&waiter, turn) {
@@ -842,6 +833,60 @@ fn split_by_due(messages: &[NewMessage]) -> (usize, Option<Instant>) {
         .count();
     let due = later.map(|at| Instant::now() + Duration::from_millis(at - now_ms + 1));
     (immediate, due)
+}
+
+/// What a fetch query that also leased items for the stock brought (see [`query_with_stock`]).
+struct StockingQuery<T> {
+    /// The waiting fetches' items.
+    batch: Batch<T>,
+    /// Items for the stock, each in a place promised to it.
+    extra: Vec<T>,
+    /// No later than the lease began (taken before the query was sent).
+    leased_from: Instant,
+    /// What every item of the query is leased for.
+    lease: Duration,
+}
+
+/// Runs a fetch query for `looks` waiting fetches that also leases up to `max_extra` more items
+/// for the stock of `handoffs`, as it has places (see `handoff`). `query(lease, places)` leases
+/// every item for `lease` (longer when there are places, for the stock) and returns the looks'
+/// items first. Places the query did not fill are given back.
+async fn query_with_stock<T, F, Fut>(
+    handoffs: &Handoffs<T>,
+    max_extra: usize,
+    lock_timeout: Duration,
+    looks: usize,
+    query: F,
+) -> Result<StockingQuery<T>, ProviderError>
+where
+    F: FnOnce(Duration, usize) -> Fut,
+    Fut: Future<Output = Result<Batch<T>, ProviderError>>,
+{
+    let places = handoffs.reserve_stock_places(max_extra);
+    let leased_from = Instant::now();
+    let lease = if places > 0 {
+        handoff::stock_lease(lock_timeout)
+    } else {
+        lock_timeout
+    };
+    let promised = Promised::new(handoffs, &[], places);
+    let fetched = query(lease, places).await;
+    promised.settled();
+    let mut batch = match fetched {
+        Ok(batch) => batch,
+        Err(err) => {
+            (0..places).for_each(|_| handoffs.unreserve_stock());
+            return Err(err);
+        }
+    };
+    let extra = batch.items.split_off(looks.min(batch.items.len()));
+    (extra.len()..places).for_each(|_| handoffs.unreserve_stock());
+    Ok(StockingQuery {
+        batch,
+        extra,
+        leased_from,
+        lease,
+    })
 }
 
 /// Who gets a turn an operation locks (see `PostgresProvider::reserve_turn_taker`).
