@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: the benchmarks whose figures the issues quote (core replay, SQLite provider
 //! cycle, runtime workloads on in-memory SQLite, file SQLite and PostgreSQL with `pgbench -N` as the
-//! physical reference, and the Python workloads). Each prints JSON lines.
+//! physical reference, the PostgreSQL ceilings of the Python figures (the least SQL those workloads
+//! need, run by pgbench alone), and the Python workloads). Each prints JSON lines.
 
 use crate::step::{self, Step};
 
@@ -37,6 +38,7 @@ const STEPS: &[Step] = &[
         &["cargo", "bench", "-p", "duroxide-runtime", "--bench", "workloads"],
     ),
     Step::new("pgbench -N reference", &["bash", "xtask/pgbench_reference.sh"]),
+    Step::new("postgres ceilings (pgbench alone)", &["bash", "xtask/pg_ceilings.sh"]),
     Step::new(
         "runtime workloads (postgres)",
         &[

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# What the PostgreSQL server at DUROXIDE_PG_URL allows at most, with no runtime and no client library
+# in the way: the ceilings that the Python pg figures of py_workloads.py (500 orchestrations) cannot
+# pass on this machine, whatever the engine does. On a scratch database, created for the run and
+# dropped after, with the least schema an engine needs (pg_ceilings/schema.sql):
+# - starts: single-client latency of a durable start (one statement, waits for its WAL flush).
+#   py_workloads.py's timer figure starts 500 orchestrations one after another and then waits 50 ms
+#   for their timers, so it is at most 500 / (500 * latency + 0.050 s), even if nothing else cost
+#   anything;
+# - timer: orchestrations that sleep on a timer per second, each as its three one-statement
+#   transactions (pg_ceilings/timer.sql, the wait left out), 8 clients, the whole machine;
+# - chain3: orchestrations of three chained activities per second, each as its eight one-statement
+#   transactions (pg_ceilings/chain3.sql), 8 clients, the whole machine to the server and pgbench.
+#   The engine needs its CPU on top of this (replay, the Python code, encoding).
+# Prints one JSON line.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+url="${DUROXIDE_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+db="duroxide_ceilings_$$"
+psql "$url" -qc "CREATE DATABASE $db"
+trap 'psql "$url" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true' EXIT
+target="$(printf '%s' "$url" | sed -E "s#/[^/?]*(\?|$)#/$db\1#")"
+psql "$target" -q -v ON_ERROR_STOP=1 -f "$here/pg_ceilings/schema.sql"
+
+field() { sed -nE "s/^$1 = ([0-9.]+).*/\1/p"; }
+starts="$(pgbench -n -M prepared -c 1 -T 5 -f "$here/pg_ceilings/start.sql" "$target" 2>/dev/null)"
+start_ms="$(printf '%s\n' "$starts" | field 'latency average')"
+timer="$(pgbench -n -M prepared -c 8 -j 2 -T 10 -f "$here/pg_ceilings/timer.sql" "$target" 2>/dev/null)"
+timer_tps="$(printf '%s\n' "$timer" | field tps)"
+chain3="$(pgbench -n -M prepared -c 8 -j 2 -T 10 -f "$here/pg_ceilings/chain3.sql" "$target" 2>/dev/null)"
+chain3_tps="$(printf '%s\n' "$chain3" | field tps)"
+timer_max="$(awk -v l="$start_ms" 'BEGIN { printf "%.0f", 500 / (500 * l / 1000 + 0.050) }')"
+echo "{\"start_latency_ms\":${start_ms:-null},\"timer_500_orch_per_s_at_most\":${timer_max:-null},\"timer_orch_per_s_sql_alone\":${timer_tps:-null},\"chain3_orch_per_s_sql_alone\":${chain3_tps:-null}}"
