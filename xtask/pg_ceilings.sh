@@ -24,11 +24,21 @@ target="$(printf '%s' "$url" | sed -E "s#/[^/?]*(\?|$)#/$db\1#")"
 psql "$target" -q -v ON_ERROR_STOP=1 -f "$here/pg_ceilings/schema.sql"
 
 field() { sed -nE "s/^$1 = ([0-9.]+).*/\1/p"; }
-starts="$(pgbench -n -M prepared -c 1 -T 5 -f "$here/pg_ceilings/start.sql" "$target" 2>/dev/null)"
-start_ms="$(printf '%s\n' "$starts" | field 'latency average')"
-timer="$(pgbench -n -M prepared -c 8 -j 2 -T 10 -f "$here/pg_ceilings/timer.sql" "$target" 2>/dev/null)"
-timer_tps="$(printf '%s\n' "$timer" | field tps)"
-chain3="$(pgbench -n -M prepared -c 8 -j 2 -T 10 -f "$here/pg_ceilings/chain3.sql" "$target" 2>/dev/null)"
-chain3_tps="$(printf '%s\n' "$chain3" | field tps)"
+# Runs pgbench with the given arguments and prints the named figure of its report; a run that fails
+# (a client aborted on an error) or gives no such figure fails the script with pgbench's own output.
+measure() {
+    local name="$1"; shift
+    local report value status=0
+    report="$(pgbench -n -M prepared "$@" "$target" 2>&1)" || status=$?
+    value="$(printf '%s\n' "$report" | field "$name")"
+    if [ "$status" -ne 0 ] || [ -z "$value" ]; then
+        printf 'pg_ceilings.sh: pgbench %s gave no "%s":\n%s\n' "$*" "$name" "$report" >&2
+        exit 1
+    fi
+    printf '%s' "$value"
+}
+start_ms="$(measure 'latency average' -c 1 -T 5 -f "$here/pg_ceilings/start.sql")"
+timer_tps="$(measure tps -c 8 -j 2 -T 10 -f "$here/pg_ceilings/timer.sql")"
+chain3_tps="$(measure tps -c 8 -j 2 -T 10 -f "$here/pg_ceilings/chain3.sql")"
 timer_max="$(awk -v l="$start_ms" 'BEGIN { printf "%.0f", 500 / (500 * l / 1000 + 0.050) }')"
-echo "{\"start_latency_ms\":${start_ms:-null},\"timer_500_orch_per_s_at_most\":${timer_max:-null},\"timer_orch_per_s_sql_alone\":${timer_tps:-null},\"chain3_orch_per_s_sql_alone\":${chain3_tps:-null}}"
+echo "{\"start_latency_ms\":${start_ms},\"timer_500_orch_per_s_at_most\":${timer_max},\"timer_orch_per_s_sql_alone\":${timer_tps},\"chain3_orch_per_s_sql_alone\":${chain3_tps}}"
