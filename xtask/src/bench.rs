@@ -38,7 +38,10 @@ const STEPS: &[Step] = &[
         &["cargo", "bench", "-p", "duroxide-runtime", "--bench", "workloads"],
     ),
     Step::new("pgbench -N reference", &["bash", "xtask/pgbench_reference.sh"]),
-    Step::new("postgres ceilings (pgbench alone)", &["bash", "xtask/pg_ceilings.sh"]),
+    Step::new(
+        "postgres ceilings (pgbench alone)",
+        &["bash", "xtask/pg_ceilings.sh"],
+    ),
     Step::new(
         "runtime workloads (postgres)",
         &[
