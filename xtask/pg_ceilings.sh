@@ -16,11 +16,8 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
-url="${DUROXIDE_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-db="duroxide_ceilings_$$"
-psql "$url" -qc "CREATE DATABASE $db"
-trap 'psql "$url" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true' EXIT
-target="$(printf '%s' "$url" | sed -E "s#/[^/?]*(\?|$)#/$db\1#")"
+source "$here/pg_scratch_db.sh"
+scratch_database duroxide_ceilings
 psql "$target" -q -v ON_ERROR_STOP=1 -f "$here/pg_ceilings/schema.sql"
 
 field() { sed -nE "s/^$1 = ([0-9.]+).*/\1/p"; }

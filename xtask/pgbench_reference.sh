@@ -4,12 +4,8 @@
 # created for the run and dropped after. Prints one JSON line.
 set -euo pipefail
 
-url="${DUROXIDE_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-db="duroxide_pgbench_$$"
-psql "$url" -qc "CREATE DATABASE $db"
-trap 'psql "$url" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true' EXIT
-# Same server and credentials, other database.
-target="$(printf '%s' "$url" | sed -E "s#/[^/?]*(\?|$)#/$db\1#")"
+source "$(dirname "$0")/pg_scratch_db.sh"
+scratch_database duroxide_pgbench
 pgbench -q -i "$target" >/dev/null 2>&1
 tps="$(pgbench -N -c 8 -j 2 -T 10 "$target" 2>/dev/null | sed -nE 's/^tps = ([0-9.]+).*/\1/p')"
 echo "{\"pgbench_N_tps\":${tps:-null},\"clients\":8,\"seconds\":10}"
