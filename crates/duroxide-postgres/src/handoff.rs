@@ -14,10 +14,11 @@
 //! Under load no fetch is idle: each finds queued work at once. An ack (or a create) then leases its
 //! item anyway, into a small stock that the next fetch takes from before it looks (`take_stocked`),
 //! and a fetch query leases a few more queued items for the stock. A fetch whose look found nothing
-//! takes from the stock too: a query that ran alongside may have leased the last queued items. The stock holds a few items per
-//! fetch this object has had at once (about the runtime's slots; see [`Handoffs::new`]), is filled
-//! only while fetches run, and an item nobody takes within [`stock_ttl`] goes back (the caller times it), so
-//! stocked work waits about one turn, never a lease. A stocked item is leased for that much longer
+//! takes from the stock too: a query that ran alongside may have leased the last queued items.
+//! The stock holds a few items per fetch this object has had at once (about the runtime's slots;
+//! see [`Handoffs::new`]), is filled only while fetches run, and an item nobody takes within
+//! [`stock_ttl`] goes back (the caller times it), so stocked work waits about one turn, never a
+//! lease. A stocked item is leased for that much longer
 //! ([`stock_lease`]): whoever takes it still holds it a whole lock timeout from its fetch on, as the
 //! provider contract promises.
 
