@@ -18,9 +18,8 @@
 //! The stock holds a few items per fetch this object has had at once (about the runtime's slots;
 //! see [`Handoffs::new`]), is filled only while fetches run, and an item nobody takes within
 //! [`stock_ttl`] goes back (the caller times it), so stocked work waits about one turn, never a
-//! lease. A stocked item is leased for that much longer
-//! ([`stock_lease`]): whoever takes it still holds it a whole lock timeout from its fetch on, as the
-//! provider contract promises.
+//! lease. A stocked item is leased for that much longer ([`stock_lease`]): whoever takes it still
+//! holds it a whole lock timeout from its fetch on, as the provider contract promises.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
