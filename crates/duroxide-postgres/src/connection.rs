@@ -9,6 +9,7 @@ use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, Recycling
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 
+use crate::driver_thread;
 use crate::error::{with_causes, ConnectError};
 use crate::lock_token::Owner;
 
@@ -84,18 +85,21 @@ impl Target {
         }
     }
 
-    /// Opens one connection outside the pool, with its driver running on a task of its own.
+    /// Opens one connection outside the pool, with its driver running on a task of its own on the
+    /// driver thread (see `driver_thread`).
     pub(crate) async fn connect_one(&self) -> Result<Client, ConnectError> {
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|err| ConnectError::from_connect(&self.description, &self.user, &err))?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(target: "duroxide::postgres", %err, "connection closed with an error");
-            }
-        });
+        let config = self.config.clone();
+        let client = driver_thread::run(async move {
+            let (client, connection) = config.connect(NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(target: "duroxide::postgres", %err, "connection closed with an error");
+                }
+            });
+            Ok::<_, tokio_postgres::Error>(client)
+        })
+        .await
+        .map_err(|err| ConnectError::from_connect(&self.description, &self.user, &err))?;
         if let Some(sql) = &self.on_connect {
             client
                 .batch_execute(sql)

@@ -111,6 +111,7 @@ mod batch;
 mod coalesce;
 mod connection;
 mod db;
+mod driver_thread;
 mod durability;
 mod error;
 mod fingerprint;
