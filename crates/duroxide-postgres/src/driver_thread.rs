@@ -28,7 +28,8 @@ where
 {
     match handle().spawn(open).await {
         Ok(output) => output,
-        // `open` panicked: the caller sees the same panic.
+        // `open` panicked: the caller sees the same panic. (A task there is never cancelled: the
+        // runtime lives in a static, which is never dropped.)
         Err(err) => std::panic::resume_unwind(err.into_panic()),
     }
 }
