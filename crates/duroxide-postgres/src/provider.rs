@@ -756,11 +756,14 @@ impl PostgresProvider {
             found = &mut polled => found,
             Ok(item) = &mut registration.handed => return Ok(Some(item)),
         };
+        if !matches!(found, Ok(None)) {
+            return found;
+        }
         // The poll ended while an ack in flight was handing this fetch an item: wait for it rather
         // than have it handed back and fetched again (for a while, a backstop: an ack dropped
         // mid-way gives its promise back, and an item delivered after the fetch ended goes back).
-        let settled = tokio::time::timeout(SETTLE_LIMIT, waiter.settle());
-        if matches!(found, Ok(None)) && settled.await.unwrap_or(false) {
+        let settled = tokio::time::timeout(SETTLE_LIMIT, waiter.settle()).await;
+        if settled.unwrap_or(false) {
             if let Ok(item) = registration.handed.try_recv() {
                 return Ok(Some(item));
             }
@@ -768,12 +771,7 @@ impl PostgresProvider {
         // A query of another fetch that ran alongside this one's may have leased the last queued
         // items, beyond its own looks, for the stock: this fetch takes one rather than come back
         // empty while they wait there.
-        if matches!(found, Ok(None)) {
-            if let Some(item) = handoffs.take_stocked(lock_timeout) {
-                return Ok(Some(item));
-            }
-        }
-        found
+        Ok(handoffs.take_stocked(lock_timeout))
     }
 
     /// Counts rows deleted from the queue tables, vacuuming them in the background when enough were.
