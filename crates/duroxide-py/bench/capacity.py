@@ -1,0 +1,90 @@
+"""The runtime's capacity with no client in its way: what py_workloads.py's chain3 and timer figures
+would be if its 500 sequential starts cost nothing.
+
+Usage: python capacity.py BACKEND [N]    BACKEND: mem | file | pg (pg reads DATABASE_URL)
+Prints one JSON line.
+
+Why: py_workloads.py starts its N orchestrations one after another from the process that also runs
+the runtime, and times from the first start to the last completion, so its throughput mixes two
+costs. Here they are taken apart, per workload, on a store of its own:
+- `*_starts_ms_per_start`: the N starts with no runtime running (no other load at all);
+- `*_drain_orch_per_s`: N orchestrations already started and waiting, from `Runtime.start()` to the
+  last completion (the timer's 50 ms included), with py_workloads.py's runtime options.
+A drain figure below a target says the engine itself is short of it on this machine; a drain figure
+above it, with the workload's own figure below, says the overlap with the starts is what costs.
+"""
+import json
+import os
+import sys
+import tempfile
+import time
+
+from duroxide import Client, Runtime, RuntimeOptions, SqliteProvider
+
+backend = sys.argv[1] if len(sys.argv) > 1 else "mem"
+N = int(sys.argv[2]) if len(sys.argv) > 2 else 500
+RUN = f"cap{int(time.time() * 1000):x}"
+
+
+def make_provider(workload):
+    if backend == "mem":
+        return SqliteProvider.in_memory()
+    if backend == "file":
+        return SqliteProvider.open(os.path.join(tempfile.mkdtemp(), "capacity.db"))
+    from duroxide import PostgresProvider
+
+    # `bench_` like py_workloads.py's schemas, so run_bench.sh drops them afterwards.
+    return PostgresProvider.connect_with_schema(os.environ["DATABASE_URL"], f"bench_{RUN}_{workload}")
+
+
+def make_runtime(provider):
+    runtime = Runtime(
+        provider, RuntimeOptions(orchestration_concurrency=4, worker_concurrency=8, dispatcher_poll_interval_ms=10)
+    )
+
+    @runtime.register_activity("Echo")
+    def echo(ctx, x):
+        return x
+
+    @runtime.register_orchestration("Chain3")
+    def chain3(ctx, x):
+        a = yield ctx.schedule_activity("Echo", x)
+        b = yield ctx.schedule_activity("Echo", a)
+        c = yield ctx.schedule_activity("Echo", b)
+        return c
+
+    @runtime.register_orchestration("Sleep")
+    def sleep(ctx, ms):
+        yield ctx.schedule_timer(ms)
+        return "ok"
+
+    return runtime
+
+
+def measure(workload, name, arg):
+    provider = make_provider(workload)
+    client = Client(provider)
+    ids = [f"{RUN}-{workload}-{i}" for i in range(N)]
+    t = time.perf_counter()
+    for iid in ids:
+        client.start_orchestration(iid, name, arg)
+    starts = time.perf_counter() - t
+
+    runtime = make_runtime(provider)
+    t = time.perf_counter()
+    runtime.start()
+    for iid in ids:
+        r = client.wait_for_orchestration(iid, 300000)
+        assert r.status == "Completed", (iid, r.status, r.error)
+    drain = time.perf_counter() - t
+    runtime.shutdown()
+    return {
+        f"{workload}_starts_ms_per_start": round(starts * 1000 / N, 3),
+        f"{workload}_drain_orch_per_s": round(N / drain, 1),
+    }
+
+
+out = {"backend": backend, "n": N}
+out.update(measure("chain3", "Chain3", 1))
+out.update(measure("timer", "Sleep", 50))
+print(json.dumps(out), flush=True)
