@@ -87,6 +87,7 @@
 //! [`checks`](mod@checks) says what its checks cover.
 
 pub mod checks;
+pub mod cycles;
 mod factory;
 pub mod faults;
 mod runner;

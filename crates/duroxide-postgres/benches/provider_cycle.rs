@@ -17,10 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use duroxide_core::provider::{
-    ActivityRef, HistoryRecord, InstanceCreation, NewMessage, NewWorkItem, TagFilter, TurnAck, WorkerFetch,
-};
-use duroxide_core::Provider;
+use duroxide_conformance::cycles::{create_instances, timed, turn_cycles, worker_cycles};
 use duroxide_postgres::PostgresProvider;
 use tokio_postgres::NoTls;
 
@@ -29,7 +26,6 @@ const INSTANCES: usize = 5_000;
 /// Concurrent tasks (and raw connections) in the concurrent measurements.
 const TASKS: usize = 8;
 const RAW_DURATION: Duration = Duration::from_secs(3);
-const LEASE: Duration = Duration::from_secs(300);
 
 fn url() -> String {
     std::env::var("DUROXIDE_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -72,7 +68,7 @@ async fn measure(schema: &str, concurrent_schema: &str) -> Result<serde_json::Va
     let concurrent_raw = raw_tx_per_s(schema, TASKS).await?;
 
     let provider = Arc::new(PostgresProvider::connect_with_schema(&url(), schema).await?);
-    create_instances(&provider, "seq").await?;
+    create_instances(provider.as_ref(), "seq", INSTANCES).await?;
     let trips_before = provider.stats().round_trips;
     let (turns, turn_rate) = timed(turn_cycles(provider.clone(), 1)).await?;
     let trips_turns = provider.stats().round_trips - trips_before;
@@ -85,7 +81,7 @@ async fn measure(schema: &str, concurrent_schema: &str) -> Result<serde_json::Va
 
     // A schema of its own: the single-task run left completions queued for its instances.
     let provider = Arc::new(PostgresProvider::connect_with_schema(&url(), concurrent_schema).await?);
-    create_instances(&provider, "par").await?;
+    create_instances(provider.as_ref(), "par", INSTANCES).await?;
     let (concurrent_turns, concurrent_turn_rate) = timed(turn_cycles(provider.clone(), TASKS)).await?;
     let (concurrent_workers, concurrent_worker_rate) = timed(worker_cycles(provider.clone(), TASKS)).await?;
     anyhow::ensure!(
@@ -145,121 +141,4 @@ async fn raw_tx_per_s(schema: &str, connections: usize) -> Result<f64> {
         total += task.await.context("raw insert task panicked")??;
     }
     Ok(total as f64 / started.elapsed().as_secs_f64())
-}
-
-async fn create_instances(provider: &PostgresProvider, prefix: &str) -> Result<()> {
-    for i in 0..INSTANCES {
-        let instance_id = format!("{prefix}-{i:05}");
-        let start = NewMessage {
-            payload: format!(
-                r#"{{"kind":"StartOrchestration","instance":"{instance_id}","input":"\"hello\""}}"#
-            ),
-            instance_id,
-            visible_at_ms: None,
-            creates: Some(InstanceCreation {
-                name: "BenchFlow".into(),
-                version: None,
-                parent_instance_id: None,
-            }),
-        };
-        anyhow::ensure!(provider.create_instance(start).await?, "instance created twice");
-    }
-    Ok(())
-}
-
-async fn timed<F: std::future::Future<Output = Result<usize>>>(run: F) -> Result<(usize, f64)> {
-    let started = Instant::now();
-    let cycles = run.await?;
-    Ok((cycles, cycles as f64 / started.elapsed().as_secs_f64()))
-}
-
-/// The ack of a first turn: started + activity scheduled, and the activity's work item.
-fn turn_ack(instance_id: &str) -> TurnAck {
-    TurnAck {
-        execution_id: 1,
-        history: vec![
-            HistoryRecord {
-                event_id: 1,
-                kind: "OrchestrationStarted".into(),
-                payload: r#"{"name":"BenchFlow","version":"1.0.0","input":"\"hello\""}"#.into(),
-            },
-            HistoryRecord {
-                event_id: 2,
-                kind: "ActivityScheduled".into(),
-                payload: r#"{"name":"Greet","input":"\"hello\""}"#.into(),
-            },
-        ],
-        name: Some("BenchFlow".into()),
-        version: Some("1.0.0".into()),
-        worker_items: vec![NewWorkItem {
-            activity: ActivityRef {
-                instance_id: instance_id.to_owned(),
-                execution_id: 1,
-                event_id: 2,
-            },
-            payload: r#"{"name":"Greet","input":"\"hello\""}"#.into(),
-            session_id: None,
-            tag: None,
-        }],
-        ..TurnAck::default()
-    }
-}
-
-/// `tasks` tasks doing turns until no instance is left; returns the number of turns.
-async fn turn_cycles(provider: Arc<PostgresProvider>, tasks: usize) -> Result<usize> {
-    let tasks: Vec<_> = (0..tasks)
-        .map(|_| {
-            let provider = provider.clone();
-            tokio::spawn(async move {
-                let mut cycles = 0;
-                while let Some(item) = provider.fetch_orchestration_item(LEASE, Duration::ZERO).await? {
-                    anyhow::ensure!(item.messages.len() == 1, "expected one message per instance");
-                    let ack = turn_ack(&item.instance_id);
-                    provider.ack_orchestration_item(&item.lock_token, ack).await?;
-                    cycles += 1;
-                }
-                anyhow::Ok(cycles)
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for task in tasks {
-        total += task.await.context("turn task panicked")??;
-    }
-    Ok(total)
-}
-
-/// `tasks` tasks running work items until none is left; returns the number of items.
-async fn worker_cycles(provider: Arc<PostgresProvider>, tasks: usize) -> Result<usize> {
-    let tasks: Vec<_> = (0..tasks)
-        .map(|_| {
-            let provider = provider.clone();
-            tokio::spawn(async move {
-                let request = WorkerFetch {
-                    lock_timeout: LEASE,
-                    tag_filter: TagFilter::Any,
-                    session: None,
-                };
-                let mut cycles = 0;
-                while let Some(lease) = provider.fetch_work_item(&request, Duration::ZERO).await? {
-                    let completion = NewMessage {
-                        instance_id: lease.activity.instance_id.clone(),
-                        payload: r#"{"kind":"ActivityCompleted","id":2,"result":"\"Hello, hello!\""}"#.into(),
-                        visible_at_ms: None,
-                        creates: None,
-                    };
-                    provider
-                        .ack_work_item(&lease.lock_token, Some(completion))
-                        .await?;
-                    cycles += 1;
-                }
-                anyhow::Ok(cycles)
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for task in tasks {
-        total += task.await.context("worker task panicked")??;
-    }
-    Ok(total)
 }

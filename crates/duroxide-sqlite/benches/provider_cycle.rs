@@ -17,11 +17,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use duroxide_core::provider::{
-    ActivityRef, HistoryRecord, InstanceCreation, NewMessage, NewWorkItem, TagFilter, TurnAck, WorkerFetch,
-};
-use duroxide_core::Provider;
+use anyhow::Result;
+use duroxide_conformance::cycles::{create_instances, timed, turn_cycles, worker_cycles};
 use duroxide_sqlite::{Durability, SqliteOptions, SqliteProvider};
 
 /// Instances (and so turn cycles) per measured run.
@@ -30,7 +27,6 @@ const INSTANCES: usize = 5_000;
 const TASKS: usize = 8;
 /// How long the raw transaction loop runs.
 const RAW_DURATION: Duration = Duration::from_secs(2);
-const LEASE: Duration = Duration::from_secs(300);
 
 /// The database kinds measured, one JSON line each.
 #[derive(Debug, Clone, Copy)]
@@ -78,18 +74,18 @@ fn main() -> Result<()> {
 async fn measure(mode: Mode, dir: &Path) -> Result<serde_json::Value> {
     let raw = raw_tx_per_s(mode, &dir.join("raw.db"))?;
 
-    let provider = open(mode, &dir.join("turns.db"))?;
-    create_instances(&provider, "seq").await?;
-    let (turns, turn_rate) = timed(turn_cycles(&provider)).await?;
-    let (workers, worker_rate) = timed(worker_cycles(&provider)).await?;
+    let provider = Arc::new(open(mode, &dir.join("turns.db"))?);
+    create_instances(provider.as_ref(), "seq", INSTANCES).await?;
+    let (turns, turn_rate) = timed(turn_cycles(provider.clone(), 1)).await?;
+    let (workers, worker_rate) = timed(worker_cycles(provider, 1)).await?;
     anyhow::ensure!(
         turns == INSTANCES && workers == INSTANCES,
         "expected {INSTANCES} cycles each"
     );
 
     let concurrent = Arc::new(open(mode, &dir.join("concurrent.db"))?);
-    create_instances(&concurrent, "par").await?;
-    let (concurrent_turns, concurrent_rate) = timed(concurrent_turn_cycles(concurrent.clone())).await?;
+    create_instances(concurrent.as_ref(), "par", INSTANCES).await?;
+    let (concurrent_turns, concurrent_rate) = timed(turn_cycles(concurrent, TASKS)).await?;
     anyhow::ensure!(
         concurrent_turns == INSTANCES,
         "expected {INSTANCES} concurrent cycles"
@@ -182,122 +178,4 @@ fn raw_inserts(conn: &rusqlite::Connection) -> Result<f64> {
         }
     }
     Ok(count as f64 / started.elapsed().as_secs_f64())
-}
-
-async fn create_instances(provider: &SqliteProvider, prefix: &str) -> Result<()> {
-    for i in 0..INSTANCES {
-        let instance_id = format!("{prefix}-{i:05}");
-        let start = NewMessage {
-            payload: format!(
-                r#"{{"kind":"StartOrchestration","instance":"{instance_id}","input":"\"hello\""}}"#
-            ),
-            instance_id,
-            visible_at_ms: None,
-            creates: Some(InstanceCreation {
-                name: "BenchFlow".into(),
-                version: None,
-                parent_instance_id: None,
-            }),
-        };
-        anyhow::ensure!(provider.create_instance(start).await?, "instance created twice");
-    }
-    Ok(())
-}
-
-async fn timed<F: std::future::Future<Output = Result<usize>>>(run: F) -> Result<(usize, f64)> {
-    let started = Instant::now();
-    let cycles = run.await?;
-    Ok((cycles, cycles as f64 / started.elapsed().as_secs_f64()))
-}
-
-/// The ack of a first turn: started + activity scheduled, and the activity's work item.
-fn turn_ack(instance_id: &str) -> TurnAck {
-    TurnAck {
-        execution_id: 1,
-        history: vec![
-            HistoryRecord {
-                event_id: 1,
-                kind: "OrchestrationStarted".into(),
-                payload: r#"{"name":"BenchFlow","version":"1.0.0","input":"\"hello\""}"#.into(),
-            },
-            HistoryRecord {
-                event_id: 2,
-                kind: "ActivityScheduled".into(),
-                payload: r#"{"name":"Greet","input":"\"hello\""}"#.into(),
-            },
-        ],
-        name: Some("BenchFlow".into()),
-        version: Some("1.0.0".into()),
-        worker_items: vec![NewWorkItem {
-            activity: ActivityRef {
-                instance_id: instance_id.to_owned(),
-                execution_id: 1,
-                event_id: 2,
-            },
-            payload: r#"{"name":"Greet","input":"\"hello\""}"#.into(),
-            session_id: None,
-            tag: None,
-        }],
-        ..TurnAck::default()
-    }
-}
-
-async fn one_turn(provider: &SqliteProvider) -> Result<bool> {
-    let Some(item) = provider.fetch_orchestration_item(LEASE, Duration::ZERO).await? else {
-        return Ok(false);
-    };
-    anyhow::ensure!(item.messages.len() == 1, "expected one message per instance");
-    let ack = turn_ack(&item.instance_id);
-    provider.ack_orchestration_item(&item.lock_token, ack).await?;
-    Ok(true)
-}
-
-async fn turn_cycles(provider: &SqliteProvider) -> Result<usize> {
-    let mut cycles = 0;
-    while one_turn(provider).await? {
-        cycles += 1;
-    }
-    Ok(cycles)
-}
-
-async fn concurrent_turn_cycles(provider: Arc<SqliteProvider>) -> Result<usize> {
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|_| {
-            let provider = provider.clone();
-            tokio::spawn(async move {
-                let mut cycles = 0;
-                while one_turn(&provider).await? {
-                    cycles += 1;
-                }
-                anyhow::Ok(cycles)
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for task in tasks {
-        total += task.await.context("turn task panicked")??;
-    }
-    Ok(total)
-}
-
-async fn worker_cycles(provider: &SqliteProvider) -> Result<usize> {
-    let request = WorkerFetch {
-        lock_timeout: LEASE,
-        tag_filter: TagFilter::Any,
-        session: None,
-    };
-    let mut cycles = 0;
-    while let Some(lease) = provider.fetch_work_item(&request, Duration::ZERO).await? {
-        let completion = NewMessage {
-            instance_id: lease.activity.instance_id.clone(),
-            payload: r#"{"kind":"ActivityCompleted","id":2,"result":"\"Hello, hello!\""}"#.into(),
-            visible_at_ms: None,
-            creates: None,
-        };
-        provider
-            .ack_work_item(&lease.lock_token, Some(completion))
-            .await?;
-        cycles += 1;
-    }
-    Ok(cycles)
 }
