@@ -30,7 +30,7 @@ use crate::mux::Mux;
 use crate::schema::{Schema, DEFAULT_SCHEMA};
 use crate::turn_ack::{AckEffects, LeaseRequest};
 use crate::unsettled::{Held, Unsettled};
-use crate::wakeups::{Polled, Queue, Rest, Wake, Wakeups};
+use crate::wakeups::{Polled, Queue, Rest, Routed, Wake, Wakeups, Write};
 use crate::{
     lock_token, management, migrations, orchestrator_queue, reads, retention, turn_ack, worker_queue,
 };
@@ -703,7 +703,11 @@ impl PostgresProvider {
     {
         let wakeups = &self.inner.wakeups;
         let Some((handoffs, lock_timeout)) = handoffs else {
-            return wakeups.long_poll(queue, key, poll_timeout, look).await;
+            return wakeups
+                .long_poll(queue, key, poll_timeout, |via| {
+                    look(via.map(|routed| routed.conn))
+                })
+                .await;
         };
         if let Some(item) = handoffs.take_stocked(lock_timeout) {
             return Ok(Some(item));
@@ -718,13 +722,13 @@ impl PostgresProvider {
         // A look this fetch was woken for but does not make goes to another fetch, on the same
         // connection when it was routed after an ack (see `Wakeups::work_sent`): dropped, the work
         // it was for would wait for the next recheck.
-        let pass_on = |via: Option<Arc<Conn>>| match via {
-            Some(conn) => wakeups.work_sent(queue, Wake::Some(1), &conn),
+        let pass_on = |via: Option<Routed>| match via {
+            Some(routed) => wakeups.pass_on(queue, &routed),
             None => wakeups.work_arrived(queue, Wake::Some(1)),
         };
         let polled = wakeups.long_poll(queue, key, poll_timeout, |via| {
-            let routed = via.clone();
-            let found = look(via);
+            let found = look(via.as_ref().map(|routed| routed.conn.clone()));
+            let routed = via;
             let waiter = waiter.clone();
             async move {
                 if !waiter.begin_look().await {
@@ -784,16 +788,20 @@ impl PostgresProvider {
 
     /// A hook for an ack: once it is sent, wakes local fetches for the `orchestrator` and `worker`
     /// items it will make fetchable, with their looks routed after its commit (`Wakeups::work_sent`).
-    fn announce_when_sent(&self, orchestrator: usize, worker: usize) -> Sent {
+    /// The caller passes the returned write to `Wakeups::write_returned` once the ack returned.
+    fn announce_when_sent(&self, orchestrator: usize, worker: usize) -> (Sent, Write) {
         let wakeups = self.inner.wakeups.clone();
-        Box::new(move |conn| {
+        let write = Write::default();
+        let announced = write.clone();
+        let sent: Sent = Box::new(move |conn| {
             if worker > 0 {
-                wakeups.work_sent(Queue::Worker, Wake::items(worker), conn);
+                wakeups.work_sent(Queue::Worker, Wake::items(worker), conn, &announced);
             }
             if orchestrator > 0 {
-                wakeups.work_sent(Queue::Orchestrator, Wake::items(orchestrator), conn);
+                wakeups.work_sent(Queue::Orchestrator, Wake::items(orchestrator), conn, &announced);
             }
-        })
+        });
+        (sent, write)
     }
 
     /// After an ack whose expected items were announced when it was sent: local fetches hear of
@@ -1002,7 +1010,7 @@ impl Provider for PostgresProvider {
         let messages = ack.messages.len();
         // Messages for later (timers) wake no fetch now: they give a due hint once committed.
         let (immediate, later) = split_by_due(&ack.messages);
-        let sent = self.announce_when_sent(immediate, ack.worker_items.len() - takers.len());
+        let (sent, write) = self.announce_when_sent(immediate, ack.worker_items.len() - takers.len());
         let promised = Promised::new(&self.inner.work_handoffs, &takers, 0);
         let acked = self
             .settling(
@@ -1010,6 +1018,7 @@ impl Provider for PostgresProvider {
                 turn_ack::ack(self.db(), lock_token, &ack, Some(sent), lease),
             )
             .await;
+        self.inner.wakeups.write_returned(&write);
         promised.settled();
         let instance_id = lock_token::parse(lock_token).map(|(_, instance_id)| instance_id);
         let (effects, leases) = match acked {
@@ -1163,7 +1172,12 @@ impl Provider for PostgresProvider {
         let held = completion
             .as_ref()
             .is_some_and(|c| self.inner.held_turns.holds(&c.instance_id));
-        let sent = (completion.is_some() && taker.is_none() && !held).then(|| self.announce_when_sent(1, 0));
+        let (sent, write) = if completion.is_some() && taker.is_none() && !held {
+            let (sent, write) = self.announce_when_sent(1, 0);
+            (Some(sent), Some(write))
+        } else {
+            (None, None)
+        };
         let lease = taker
             .as_ref()
             .map(|taker| (taker.lease(), self.db().new_secret()));
@@ -1175,6 +1189,9 @@ impl Provider for PostgresProvider {
                 worker_queue::ack(self.db(), lock_token, completion.as_ref(), sent, lease),
             )
             .await;
+        if let Some(write) = &write {
+            self.inner.wakeups.write_returned(write);
+        }
         promised.settled();
         let acked = match acked {
             Ok(acked) => acked,

@@ -24,6 +24,11 @@
 //! released session, a reconnected listener) make every fetch decide again: the first to look does so
 //! for all.
 //!
+//! An ack announces its items as soon as its statement is sent, before it commits, and the looks it
+//! owes are routed to its connection to run after the commit ([`Wakeups::work_sent`]). A look that
+//! began before the ack returned may have missed those items, so routed looks are voided only by a
+//! look that began after their ack returned and left nothing fetchable.
+//!
 //! A write that stores work for later (a turn's timer) is no look's business until it comes due: it
 //! gives a *due hint* ([`Wakeups::due_at`]) instead of tickets, which brings the known-empty queue's
 //! expiry forward without a query. A hint outlives the looks that began before it was given (they
@@ -105,6 +110,28 @@ impl Wake {
     }
 }
 
+/// A write sent on a connection whose items were announced before it returned (see
+/// [`Wakeups::work_sent`]). Once it returns (committed or failed), [`Wakeups::write_returned`]
+/// numbers it, so that a look can tell whether it began after.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Write(Arc<AtomicU64>);
+
+impl Write {
+    /// Whether the write had returned when [`Wakeups::writes_returned`] read `returned`.
+    fn returned_by(&self, returned: u64) -> bool {
+        let number = self.0.load(Ordering::SeqCst);
+        number != 0 && number <= returned
+    }
+}
+
+/// A look owed to an announced item of `write`, to be sent to `conn`, the write's connection, where
+/// it runs after the write's commit.
+#[derive(Debug, Clone)]
+pub(crate) struct Routed {
+    pub(crate) conn: Arc<Conn>,
+    write: Write,
+}
+
 /// What the last look that left nothing fetchable learned, trusted until a [`Wake::All`], `due`, or
 /// [`RECHECK`] (announced items come as tickets).
 #[derive(Debug, Clone, Copy)]
@@ -150,10 +177,10 @@ enum Next {
     /// The queue is known empty until then: wait without a query.
     Trust(Instant),
     /// Look. `refresh`: this fetch took the job of renewing knowledge that ran out by itself, and
-    /// why it did. `via`: the connection the announced write went to (see [`Wakeups::work_sent`]).
+    /// why it did. `via`: the announced write this look is owed to (see [`Wakeups::work_sent`]).
     Look {
         refresh: Option<Expiry>,
-        via: Option<Arc<Conn>>,
+        via: Option<Routed>,
     },
     /// Another fetch is renewing the knowledge; wait for its answer.
     AwaitRefresh,
@@ -166,10 +193,12 @@ struct KeyState {
     known: Option<KnownEmpty>,
     /// Looks owed to announced items.
     tickets: u64,
-    /// Looks owed to items of writes not yet committed, each to be sent to the connection its write
-    /// went to (see [`Wakeups::work_sent`]). Such a look runs after the commit, so no other look
-    /// can make it unnecessary: these are never voided.
-    via: VecDeque<Arc<Conn>>,
+    /// Looks owed to items of writes sent but not known to be committed when they were announced,
+    /// each to be sent to the connection its write went to (see [`Wakeups::work_sent`]). A look
+    /// that began before the write returned may have missed its item, so such a look is voided only
+    /// by one that began after its write returned and left nothing fetchable (see
+    /// [`Signal::drained`]).
+    via: VecDeque<Routed>,
     /// Looks in progress.
     looking: u32,
     /// The earliest due time hinted since the last look that could have seen every hinted write, and
@@ -215,7 +244,7 @@ impl Signal {
         keys.entry(key.to_owned()).or_default().wake.clone()
     }
 
-    fn announce(&self, wake: Wake, via: Option<&Arc<Conn>>) {
+    fn announce(&self, wake: Wake, via: Option<&Routed>) {
         let mut keys = self.keys();
         match wake {
             Wake::Some(n) => {
@@ -225,7 +254,7 @@ impl Signal {
                     for _ in 0..routed {
                         state
                             .via
-                            .push_back(via.expect("routed only with a connection").clone());
+                            .push_back(via.expect("routed only with a write").clone());
                     }
                     state.tickets = state.tickets.saturating_add(u64::from(n - routed));
                     if n > MAX_TARGETED {
@@ -259,10 +288,10 @@ impl Signal {
     fn next(&self, key: &str, epoch: u64, now: Instant) -> Next {
         let mut keys = self.keys();
         let state = keys.entry(key.to_owned()).or_default();
-        let next = if let Some(conn) = state.via.pop_front() {
+        let next = if let Some(routed) = state.via.pop_front() {
             Next::Look {
                 refresh: None,
-                via: Some(conn),
+                via: Some(routed),
             }
         } else if state.tickets > 0 {
             state.tickets -= 1;
@@ -322,14 +351,19 @@ impl Signal {
     /// A look left nothing fetchable. `announced` and `hinted`: [`Signal::announced`] and
     /// [`Signal::hinted`] before it; the tickets of announcements made before the look are void
     /// (their items are gone), those of announcements made since stay, and so does a due hint given
-    /// since (the look's due time may not include it).
+    /// since (the look's due time may not include it). `returned`: [`Wakeups::writes_returned`]
+    /// before it; the routed looks of writes that had returned by then are void too, for the same
+    /// reason (a query that stocks items beyond its own looks takes announced items without their
+    /// looks: before these were voided, each such item cost a look that found nothing, and after a
+    /// burst of work hundreds of them kept an idle runtime's fetches querying for seconds).
     /// Returns until when a fetch waits without a query (a due hint may be sooner than `entry`'s).
-    fn drained(&self, key: &str, announced: u64, hinted: u64, entry: KnownEmpty) -> Instant {
+    fn drained(&self, key: &str, announced: u64, hinted: u64, returned: u64, entry: KnownEmpty) -> Instant {
         let since = self.announced.load(Ordering::SeqCst).saturating_sub(announced);
         let mut keys = self.keys();
         let state = keys.entry(key.to_owned()).or_default();
         state.known = Some(entry);
         state.tickets = state.tickets.min(since);
+        state.via.retain(|routed| !routed.write.returned_by(returned));
         if state.hint.is_some_and(|(number, _)| number <= hinted) {
             state.hint = None;
         }
@@ -398,6 +432,8 @@ pub(crate) struct Wakeups {
     /// Items found by a look made only because [`RECHECK`] passed (see
     /// [`Wakeups::found_by_recheck`]).
     found_by_recheck: AtomicU64,
+    /// Writes that returned after announcing their items (see [`Wakeups::write_returned`]).
+    writes_returned: AtomicU64,
 }
 
 impl Wakeups {
@@ -419,8 +455,28 @@ impl Wakeups {
     /// commit, then for the fetch to hear of the writer. (Sent anywhere else, a look could run
     /// before the commit and find nothing.) If the write fails, those looks find nothing, as after
     /// any stale announcement.
-    pub(crate) fn work_sent(&self, queue: Queue, wake: Wake, conn: &Arc<Conn>) {
-        self.signal(queue).announce(wake, Some(conn));
+    ///
+    /// `write` stands for the write: the writer calls [`write_returned`](Self::write_returned) with
+    /// it once the write returned, whatever its outcome.
+    pub(crate) fn work_sent(&self, queue: Queue, wake: Wake, conn: &Arc<Conn>, write: &Write) {
+        let routed = Routed {
+            conn: conn.clone(),
+            write: write.clone(),
+        };
+        self.signal(queue).announce(wake, Some(&routed));
+    }
+
+    /// Passes on a routed look a fetch was woken for but did not make (it got an item otherwise).
+    pub(crate) fn pass_on(&self, queue: Queue, routed: &Routed) {
+        self.signal(queue).announce(Wake::Some(1), Some(routed));
+    }
+
+    /// `write` (announced through [`work_sent`](Self::work_sent)) returned: a look that begins from
+    /// now on sees what it committed, so one that leaves nothing fetchable voids its routed looks.
+    /// (A write whose future was dropped is never marked: it may still commit.)
+    pub(crate) fn write_returned(&self, write: &Write) {
+        let number = self.writes_returned.fetch_add(1, Ordering::SeqCst) + 1;
+        write.0.store(number, Ordering::SeqCst);
     }
 
     /// A committed write stored work on `queue` that becomes fetchable at `due` and no sooner (a
@@ -467,7 +523,7 @@ impl Wakeups {
         mut look: F,
     ) -> Result<Option<T>, ProviderError>
     where
-        F: FnMut(Option<Arc<Conn>>) -> Fut,
+        F: FnMut(Option<Routed>) -> Fut,
         Fut: Future<Output = Result<Polled<T>, ProviderError>>,
     {
         let signal = self.signal(queue);
@@ -486,6 +542,7 @@ impl Wakeups {
             let epoch = signal.epoch.load(Ordering::SeqCst);
             let announced = signal.announced.load(Ordering::SeqCst);
             let hinted = signal.hinted.load(Ordering::SeqCst);
+            let returned = self.writes_returned.load(Ordering::SeqCst);
             let next = if self.is_listening() && !(first && poll_timeout.is_zero()) {
                 signal.next(key, epoch, Instant::now())
             } else {
@@ -508,7 +565,7 @@ impl Wakeups {
                             looked_at,
                             refreshing: false,
                         };
-                        let trusted = signal.drained(key, announced, hinted, known);
+                        let trusted = signal.drained(key, announced, hinted, returned, known);
                         (known, trusted)
                     };
                     match look(via).await? {
@@ -752,6 +809,7 @@ mod tests {
         wakeups.orchestrator.drained(
             "k",
             wakeups.orchestrator.announced.load(Ordering::SeqCst),
+            0,
             0,
             KnownEmpty {
                 epoch: wakeups.orchestrator.epoch.load(Ordering::SeqCst),
