@@ -66,6 +66,10 @@
 //! * **Claims that never wait and never miss.** Candidates are locked with `FOR NO KEY UPDATE SKIP
 //!   LOCKED`, so concurrent fetchers move on to the next free instance or item instead of blocking or
 //!   reporting "no work". Session claims re-check ownership atomically.
+//! * **Fetches read only what is visible.** Both queues are walked in visibility order through an
+//!   index (the worker queue since migration 0008), and the next due time comes from that index's
+//!   first delayed row, so messages and items waiting out a delay (timers, backoffs) cost a fetch
+//!   nothing: before, 20,000 items backing off made each work fetch read all of them (8.7 ms).
 //! * **One clock.** Leases, visibility and timestamps use the database clock at millisecond precision,
 //!   so hosts with skewed clocks still agree on who holds a lock.
 //! * **Idempotent acks.** The instance remembers the last committed ack's token and fingerprint; the

@@ -56,10 +56,15 @@ const MIGRATIONS: &[Migration] = &[
         description: "a work fetch that also leases a few queued plain items for its provider's stock",
         sql: include_str!("migrations/0007_work_extras.sql"),
     },
+    Migration {
+        version: 8,
+        description: "work fetches walk the worker queue in visibility order, through an index",
+        sql: include_str!("migrations/0008_worker_visibility_order.sql"),
+    },
 ];
 
 /// The schema version this build creates and understands.
-pub const LATEST_VERSION: i64 = 7;
+pub const LATEST_VERSION: i64 = 8;
 
 /// The table that records applied migrations. Prefixed so it cannot collide with an application's
 /// own `schema_migrations` table when the schema is shared.
