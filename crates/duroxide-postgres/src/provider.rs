@@ -1172,12 +1172,9 @@ impl Provider for PostgresProvider {
         let held = completion
             .as_ref()
             .is_some_and(|c| self.inner.held_turns.holds(&c.instance_id));
-        let (sent, write) = if completion.is_some() && taker.is_none() && !held {
-            let (sent, write) = self.announce_when_sent(1, 0);
-            (Some(sent), Some(write))
-        } else {
-            (None, None)
-        };
+        let (sent, write) = (completion.is_some() && taker.is_none() && !held)
+            .then(|| self.announce_when_sent(1, 0))
+            .unzip();
         let lease = taker
             .as_ref()
             .map(|taker| (taker.lease(), self.db().new_secret()));

@@ -10,7 +10,6 @@ use duroxide_core::provider::{
     ProviderErrorKind, SessionRouting, TagFilter, TurnAck, WorkItemLease, WorkerFetch,
 };
 use duroxide_postgres::PostgresProvider;
-use tokio_postgres::NoTls;
 
 mod common;
 
@@ -934,10 +933,7 @@ async fn lost_connections_are_retryable_and_heal() {
         .expect("ack");
 
     // Cut every connection of the provider, the listener's included, as a server restart would.
-    let (admin, connection) = tokio_postgres::connect(&common::url(), NoTls)
-        .await
-        .expect("admin");
-    tokio::spawn(connection);
+    let admin = common::plain_client().await;
     let cut = admin
         .query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
@@ -1070,10 +1066,7 @@ async fn connections_of_earlier_versions_still_get_whole_histories() {
     acked_once(&p, &p, "i").await;
     // A connection that does not name an owner (as an earlier version's do not) reads the state a
     // turn of the instance returns: the whole history.
-    let (plain, connection) = tokio_postgres::connect(&common::url(), NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
+    let plain = common::plain_client().await;
     let row = plain
         .query_one(
             &format!(
@@ -1095,10 +1088,7 @@ async fn connections_of_earlier_versions_still_get_whole_histories() {
 async fn buffers_of_an_empty_work_fetch(delayed: i64) -> i64 {
     let schemas = common::Schemas::default();
     let p = schemas.provider().await;
-    let (plain, connection) = tokio_postgres::connect(&common::url(), NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
+    let plain = common::plain_client().await;
     let schema = p.schema();
     plain
         .execute(

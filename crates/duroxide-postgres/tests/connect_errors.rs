@@ -7,7 +7,6 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 
 use duroxide_postgres::{ConnectError, PostgresProvider, SCHEMA_VERSION};
-use tokio_postgres::NoTls;
 
 mod common;
 
@@ -23,18 +22,6 @@ fn assert_clear(err: &ConnectError, mentions: &[&str]) {
         );
     }
     assert!(!text.contains("hunter2"), "the error shows the password: {text}");
-}
-
-/// A direct connection for inspecting the catalog.
-async fn inspect() -> tokio_postgres::Client {
-    let (client, connection) = match tokio_postgres::connect(&common::url(), NoTls).await {
-        Ok(pair) => pair,
-        Err(err) => panic!(
-            "these tests need PostgreSQL: set DUROXIDE_PG_URL or start a server on 127.0.0.1:5432 ({err})"
-        ),
-    };
-    tokio::spawn(connection);
-    client
 }
 
 /// Whether a schema of exactly this name exists (other tests create schemas concurrently, so tests
@@ -176,7 +163,7 @@ async fn a_wrong_password_is_an_authentication_error() {
 #[tokio::test]
 async fn an_unknown_role_is_an_authentication_error() {
     let config: tokio_postgres::Config = common::url().parse().expect("DUROXIDE_PG_URL parses");
-    let client = inspect().await;
+    let client = common::plain_client().await;
     let schema = common::unique_schema();
     // Rebuild a URL from the test server's host and port with the unknown role.
     let host = match config.get_hosts().first() {
@@ -213,7 +200,7 @@ async fn a_missing_database_is_named() {
 
 #[tokio::test]
 async fn bad_schema_names_are_refused_and_create_nothing() {
-    let client = inspect().await;
+    let client = common::plain_client().await;
     for (schema, reason) in [
         ("my schema", "' '"),
         ("evil\"; DROP SCHEMA public CASCADE; --", "'\"'"),
@@ -240,7 +227,7 @@ async fn bad_schema_names_are_refused_and_create_nothing() {
 async fn a_schema_from_a_newer_version_is_refused_untouched() {
     let schemas = common::Schemas::default();
     let schema = schemas.fresh();
-    let client = inspect().await;
+    let client = common::plain_client().await;
 
     // A schema migrated by this build, then stamped by a (pretend) newer one.
     drop(common::connect(&schema).await);
@@ -276,7 +263,7 @@ async fn a_schema_from_a_newer_version_is_refused_untouched() {
 async fn a_newer_version_stamp_on_an_empty_schema_gets_no_tables() {
     let schemas = common::Schemas::default();
     let schema = schemas.fresh();
-    let client = inspect().await;
+    let client = common::plain_client().await;
     client
         .batch_execute(&format!(
             "CREATE SCHEMA \"{schema}\";

@@ -251,10 +251,7 @@ async fn notifications_it_does_not_understand_are_ignored() {
     let provider = common::connect(&schema).await;
     let heard = Heard::on(&provider);
 
-    let (raw, connection) = tokio_postgres::connect(&common::url(), tokio_postgres::NoTls)
-        .await
-        .expect("a plain connection");
-    tokio::spawn(connection);
+    let raw = common::plain_client().await;
     let channel = format!("duroxide.{schema}");
     let garbage = [
         "",

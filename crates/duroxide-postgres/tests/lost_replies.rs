@@ -16,7 +16,6 @@ use duroxide_postgres::{PostgresOptions, PostgresProvider};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_postgres::NoTls;
 
 mod common;
 
@@ -186,10 +185,7 @@ impl Setup {
                 .await
                 .unwrap_or_else(|err| common::no_server(&err)),
         );
-        let (direct, connection) = tokio_postgres::connect(&common::url(), NoTls)
-            .await
-            .expect("a direct connection");
-        tokio::spawn(connection);
+        let direct = common::plain_client().await;
         let work = running_activity(&p, "warm-up").await;
         p.ack_work_item(&work.lock_token, Some(completion("warm-up")))
             .await

@@ -7,25 +7,14 @@ use std::time::Duration;
 
 use duroxide_core::provider::{InstanceCreation, NewMessage, Provider};
 use duroxide_postgres::{PostgresProvider, SCHEMA_VERSION};
-use tokio_postgres::NoTls;
 
 mod common;
 
 /// Set for the child processes of `ten_processes_starting_at_once_all_succeed`.
 const CHILD_SCHEMA: &str = "DUROXIDE_PG_CHILD_SCHEMA";
 
-async fn inspect() -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(&common::url(), NoTls)
-        .await
-        .unwrap_or_else(|err| {
-            panic!("these tests need PostgreSQL: set DUROXIDE_PG_URL or start one ({err})")
-        });
-    tokio::spawn(connection);
-    client
-}
-
 async fn recorded_versions(schema: &str) -> Vec<i32> {
-    inspect()
+    common::plain_client()
         .await
         .query(
             &format!("SELECT version FROM \"{schema}\"._duroxide_migrations ORDER BY version"),

@@ -23,6 +23,18 @@ pub fn url() -> String {
     std::env::var("DUROXIDE_PG_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
 }
 
+/// A plain connection to the test server, outside any provider (for inspecting the catalog, raw
+/// SQL, or cutting connections); fails the test with instructions when there is no server.
+pub async fn plain_client() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|err| {
+            panic!("these tests need PostgreSQL: set DUROXIDE_PG_URL or start a server on 127.0.0.1:5432 ({err})")
+        });
+    tokio::spawn(connection);
+    client
+}
+
 /// Fails the test, saying how to provide a server.
 pub fn no_server(err: &ConnectError) -> ! {
     panic!(
