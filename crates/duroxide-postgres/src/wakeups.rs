@@ -62,6 +62,10 @@ const MAX_TARGETED: u32 = 64;
 /// the rest are plain tickets.
 const MAX_VIA: u32 = 16;
 
+/// Past this many routed looks owed to one key, those whose write has returned become plain tickets
+/// (see [`KeyState::settle`]).
+const MAX_ROUTED: usize = 256;
+
 /// What one look at a queue found.
 #[derive(Debug)]
 pub(crate) enum Polled<T> {
@@ -121,6 +125,11 @@ impl Write {
     fn returned_by(&self, returned: u64) -> bool {
         let number = self.0.load(Ordering::SeqCst);
         number != 0 && number <= returned
+    }
+
+    /// Whether the write has returned by now.
+    fn has_returned(&self) -> bool {
+        self.0.load(Ordering::SeqCst) != 0
     }
 }
 
@@ -206,6 +215,25 @@ struct KeyState {
     hint: Option<(u64, Instant)>,
 }
 
+impl KeyState {
+    /// Keeps the routed looks few while the queue never drains (only a look that leaves it empty
+    /// voids them, and a fetch query that stocks extra items takes them without their looks, so under
+    /// steady load they would pile up without end). Once past [`MAX_ROUTED`], the looks whose write
+    /// has returned become plain tickets: a look that begins now sees that write's items wherever it
+    /// runs, so only the looks of writes still in flight must go to their connection. Returns how
+    /// many became tickets.
+    fn settle(&mut self) -> u64 {
+        if self.via.len() <= MAX_ROUTED {
+            return 0;
+        }
+        let before = self.via.len();
+        self.via.retain(|routed| !routed.write.has_returned());
+        let settled = (before - self.via.len()) as u64;
+        self.tickets = self.tickets.saturating_add(settled);
+        settled
+    }
+}
+
 /// When known-empty knowledge runs out by itself (a due hint may bring it forward), and why.
 fn expires(hint: Option<(u64, Instant)>, known: &KnownEmpty) -> (Instant, Expiry) {
     match hint {
@@ -249,13 +277,14 @@ impl Signal {
         match wake {
             Wake::Some(n) => {
                 let routed = via.map_or(0, |_| n.min(MAX_VIA));
-                self.announced.fetch_add(u64::from(n - routed), Ordering::SeqCst);
+                let mut settled = 0;
                 for state in keys.values_mut() {
                     for _ in 0..routed {
                         state
                             .via
                             .push_back(via.expect("routed only with a write").clone());
                     }
+                    settled = settled.max(state.settle());
                     state.tickets = state.tickets.saturating_add(u64::from(n - routed));
                     if n > MAX_TARGETED {
                         state.wake.notify_waiters();
@@ -265,6 +294,10 @@ impl Signal {
                         }
                     }
                 }
+                // Settled looks count as announced now: a look under way may have missed their
+                // writes, so its `drained` must leave them, while a later one voids them.
+                self.announced
+                    .fetch_add(u64::from(n - routed) + settled, Ordering::SeqCst);
             }
             Wake::All => {
                 self.epoch.fetch_add(1, Ordering::SeqCst);
@@ -914,6 +947,53 @@ mod tests {
         for task in loops {
             task.abort();
         }
+    }
+
+    /// Under steady load no look leaves the queue empty, so none voids the routed looks, and fetch
+    /// queries that stock extra items take most items without their looks. The looks stay owed, but
+    /// those whose write has returned no longer pile up as routed looks; the ones of a write still in
+    /// flight stay routed to its connection.
+    #[tokio::test]
+    async fn routed_looks_do_not_pile_up_while_the_queue_never_drains() {
+        let url = std::env::var("DUROXIDE_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let mux = crate::mux::Mux::new(
+            crate::connection::Target::parse(&url).expect("DUROXIDE_PG_URL"),
+            1,
+        );
+        let lease = mux
+            .lease("test")
+            .await
+            .expect("this test needs the PostgreSQL server at DUROXIDE_PG_URL (default 127.0.0.1:5432)");
+        let conn = lease.conn().clone();
+        let wakeups = listening();
+        let _waiting_with_key = wakeups.worker.wake("k");
+        for _ in 0..1_000 {
+            let write = Write::default();
+            wakeups.work_sent(Queue::Worker, Wake::Some(17), &conn, &write);
+            wakeups.write_returned(&write);
+        }
+        let in_flight = Write::default();
+        wakeups.work_sent(Queue::Worker, Wake::Some(3), &conn, &in_flight);
+
+        let keys = wakeups.worker.keys();
+        let state = &keys["k"];
+        assert!(
+            state.via.len() <= MAX_ROUTED + MAX_VIA as usize,
+            "{} routed looks",
+            state.via.len()
+        );
+        assert_eq!(
+            state.via.len() as u64 + state.tickets,
+            1_000 * 17 + 3,
+            "every look owed is still owed"
+        );
+        let still_routed = state
+            .via
+            .iter()
+            .filter(|routed| !routed.write.has_returned())
+            .count();
+        assert_eq!(still_routed, 3, "the write in flight keeps its routed looks");
     }
 
     /// A fetch woken while it was looking (and that then found something) hands its wake-up on, so
