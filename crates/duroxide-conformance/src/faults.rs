@@ -805,6 +805,14 @@ impl Provider for FaultyProvider {
             .await
     }
 
+    async fn get_instance_state(
+        &self,
+        instance_id: &str,
+    ) -> Result<Option<(InstanceInfo, CustomStatus)>, ProviderError> {
+        self.pass(Op::ReadOrManage, self.inner.get_instance_state(instance_id))
+            .await
+    }
+
     async fn read_history(
         &self,
         instance_id: &str,

@@ -305,6 +305,7 @@ macro_rules! __with_check_list {
                 refused_ack_keeps_the_custom_status,
                 version_counts_every_change,
                 custom_status_survives_continue_as_new,
+                instance_state_is_the_info_and_the_custom_status,
             ]
             kv [
                 set_is_visible_to_clients,

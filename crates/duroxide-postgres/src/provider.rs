@@ -1261,6 +1261,13 @@ impl Provider for PostgresProvider {
         reads::custom_status(self.db(), instance_id).await
     }
 
+    async fn get_instance_state(
+        &self,
+        instance_id: &str,
+    ) -> Result<Option<(InstanceInfo, CustomStatus)>, ProviderError> {
+        reads::instance_state(self.db(), instance_id).await
+    }
+
     async fn read_history(
         &self,
         instance_id: &str,

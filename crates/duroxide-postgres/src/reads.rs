@@ -6,13 +6,30 @@ use crate::db::Db;
 use crate::rows::{self, get, to_u64, INSTANCE_COLUMNS};
 
 pub(crate) async fn instance_info(db: &Db, instance_id: &str) -> Result<Option<InstanceInfo>, ProviderError> {
-    const OP: &str = "get_instance_info";
+    Ok(instance_row(db, "get_instance_info", instance_id)
+        .await?
+        .map(|(info, _)| info))
+}
+
+/// Metadata and custom status from the instance's row, in one statement.
+pub(crate) async fn instance_state(
+    db: &Db,
+    instance_id: &str,
+) -> Result<Option<(InstanceInfo, CustomStatus)>, ProviderError> {
+    instance_row(db, "get_instance_state", instance_id).await
+}
+
+async fn instance_row(
+    db: &Db,
+    op: &'static str,
+    instance_id: &str,
+) -> Result<Option<(InstanceInfo, CustomStatus)>, ProviderError> {
     let sql = db.render(&format!(
         "SELECT {INSTANCE_COLUMNS} FROM __schema__.instances WHERE instance_id = $1"
     ));
-    db.query_opt(OP, &sql, &[&instance_id])
+    db.query_opt(op, &sql, &[&instance_id])
         .await?
-        .map(|row| rows::instance(OP, &row, 0).map(|(info, _)| info))
+        .map(|row| rows::instance(op, &row, 0))
         .transpose()
 }
 

@@ -83,9 +83,9 @@ pub struct OrchestrationState {
 }
 
 impl OrchestrationState {
-    /// The state from the instance row (`None`: unknown id) and its custom status.
-    fn from_parts(info: Option<InstanceInfo>, custom: CustomStatus) -> Self {
-        let Some(info) = info else {
+    /// The state from the instance row and its custom status (`None`: an unknown id).
+    fn from_parts(state: Option<(InstanceInfo, CustomStatus)>) -> Self {
+        let Some((info, custom)) = state else {
             return OrchestrationState {
                 status: Status::NotFound,
                 output: None,
@@ -295,36 +295,9 @@ impl Client {
     /// The instance's current state (`Status::NotFound` for an unknown id). Reads no history.
     pub async fn get_status(&self, instance_id: &str) -> Result<OrchestrationState, ClientError> {
         check_id(instance_id)?;
-        // Issued together: a provider that pipelines statements answers both in one round trip.
-        let (info, custom) = tokio::try_join!(
-            self.provider.get_instance_info(instance_id),
-            self.provider.get_custom_status(instance_id)
-        )?;
-        Ok(OrchestrationState::from_parts(info, custom.unwrap_or_default()))
-    }
-
-    /// The state as `wait_until` needs it; `None` when a terminal wait can tell from the instance row
-    /// alone that the instance is not terminal.
-    async fn read_for_wait(
-        &self,
-        instance_id: &str,
-        terminal_only: bool,
-    ) -> Result<Option<OrchestrationState>, ClientError> {
-        if terminal_only && !self.hears_other_processes {
-            // Polled every millisecond at first: one row per poll, the custom status only for the
-            // answer.
-            let info = self.provider.get_instance_info(instance_id).await?;
-            if !info.as_ref().is_some_and(|i| i.status.is_terminal()) {
-                return Ok(None);
-            }
-            let custom = self.provider.get_custom_status(instance_id).await?;
-            return Ok(Some(OrchestrationState::from_parts(
-                info,
-                custom.unwrap_or_default(),
-            )));
-        }
-        // Read when a change was reported or at a rare safety-net poll: everything at once.
-        self.get_status(instance_id).await.map(Some)
+        // One read: metadata and custom status share the instance's row.
+        let state = self.provider.get_instance_state(instance_id).await?;
+        Ok(OrchestrationState::from_parts(state))
     }
 
     /// Waits until the instance is terminal; `Timeout` if it is not within `timeout`.
@@ -333,7 +306,7 @@ impl Client {
         instance_id: &str,
         timeout: Duration,
     ) -> Result<OrchestrationState, ClientError> {
-        self.wait_until(instance_id, timeout, Duration::from_millis(50), true, |s| {
+        self.wait_until(instance_id, timeout, Duration::from_millis(50), |s| {
             s.status.is_terminal()
         })
         .await?
@@ -349,7 +322,7 @@ impl Client {
         poll_interval: Duration,
         timeout: Duration,
     ) -> Result<Option<OrchestrationState>, ClientError> {
-        self.wait_until(instance_id, timeout, poll_interval, false, |s| {
+        self.wait_until(instance_id, timeout, poll_interval, |s| {
             s.custom_status_version > last_seen_version || s.status.is_terminal()
         })
         .await
@@ -362,7 +335,6 @@ impl Client {
         instance_id: &str,
         timeout: Duration,
         max_poll: Duration,
-        terminal_only: bool,
         done: impl Fn(&OrchestrationState) -> bool,
     ) -> Result<Option<OrchestrationState>, ClientError> {
         check_id(instance_id)?;
@@ -377,7 +349,7 @@ impl Client {
             // A turn of this process that ended the instance left its state here: no read needed.
             let state = match watch.finished(&self.provider) {
                 Some(state) => Some(state),
-                None => self.read_for_wait(instance_id, terminal_only).await?,
+                None => Some(self.get_status(instance_id).await?),
             };
             if let Some(state) = state {
                 if done(&state) {

@@ -397,6 +397,15 @@ impl Provider for SqliteProvider {
             .await
     }
 
+    async fn get_instance_state(
+        &self,
+        instance_id: &str,
+    ) -> Result<Option<(InstanceInfo, CustomStatus)>, ProviderError> {
+        let id = instance_id.to_owned();
+        self.read("get_instance_state", move |c| reads::instance_state(c, &id))
+            .await
+    }
+
     async fn read_history(
         &self,
         instance_id: &str,

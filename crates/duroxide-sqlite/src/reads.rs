@@ -11,12 +11,27 @@ pub(crate) fn instance_info(
     conn: &Connection,
     instance_id: &str,
 ) -> Result<Option<InstanceInfo>, ProviderError> {
+    Ok(instance_row(conn, "get_instance_info", instance_id)?.map(|(info, _)| info))
+}
+
+/// Metadata and custom status from the instance's row, in one statement.
+pub(crate) fn instance_state(
+    conn: &Connection,
+    instance_id: &str,
+) -> Result<Option<(InstanceInfo, CustomStatus)>, ProviderError> {
+    instance_row(conn, "get_instance_state", instance_id)
+}
+
+fn instance_row(
+    conn: &Connection,
+    operation: &'static str,
+    instance_id: &str,
+) -> Result<Option<(InstanceInfo, CustomStatus)>, ProviderError> {
     conn.prepare_cached(&format!(
         "SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?1"
     ))
     .and_then(|mut stmt| stmt.query_row([instance_id], instance_from_row).optional())
-    .map(|found| found.map(|(info, _)| info))
-    .map_err(sql("get_instance_info"))
+    .map_err(sql(operation))
 }
 
 /// Reads two columns of one row: cheap enough for clients to poll.

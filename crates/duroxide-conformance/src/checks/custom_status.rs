@@ -178,3 +178,30 @@ pub async fn custom_status_survives_continue_as_new(factory: &dyn ProviderFactor
     );
     Ok(())
 }
+
+/// `get_instance_state` reads the instance's metadata and custom status as the two separate reads
+/// do, and nothing for an unknown instance.
+pub async fn instance_state_is_the_info_and_the_custom_status(factory: &dyn ProviderFactory) -> CheckResult {
+    let p = factory.create().await;
+    start_with(&p, "i1", |t| t.custom_status(Some("one"))).await?;
+    turn(&p, "i1", |t| t.custom_status(Some("two"))).await?;
+    let (info, custom_status) = p
+        .get_instance_state("i1")
+        .await?
+        .ok_or_else(|| fail("i1 has no state"))?;
+    ensure_eq!(Some(info), p.get_instance_info("i1").await?, "metadata");
+    ensure_eq!(
+        custom_status,
+        CustomStatus {
+            status: Some("two".into()),
+            version: 2
+        },
+        "custom status"
+    );
+    ensure_eq!(
+        p.get_instance_state("ghost").await?,
+        None,
+        "state of an unknown instance"
+    );
+    Ok(())
+}

@@ -202,6 +202,20 @@ pub trait Provider: Send + Sync + 'static {
     /// Custom status and its version without reading history (cheap; clients poll it).
     async fn get_custom_status(&self, instance_id: &str) -> Result<Option<CustomStatus>, ProviderError>;
 
+    /// Instance metadata and custom status together, or `None` for an unknown id: what a client's
+    /// status read and its waits need. Both live in the instance's row in the bundled providers,
+    /// which read them with one statement; this default reads them one after the other.
+    async fn get_instance_state(
+        &self,
+        instance_id: &str,
+    ) -> Result<Option<(InstanceInfo, CustomStatus)>, ProviderError> {
+        let Some(info) = self.get_instance_info(instance_id).await? else {
+            return Ok(None);
+        };
+        let custom = self.get_custom_status(instance_id).await?.unwrap_or_default();
+        Ok(Some((info, custom)))
+    }
+
     /// The history of one execution, in event-id order.
     async fn read_history(
         &self,
