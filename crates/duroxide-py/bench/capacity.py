@@ -12,6 +12,11 @@ costs. Here they are taken apart, per workload, on a store of its own:
   last completion (the timer's 50 ms included), with py_workloads.py's runtime options.
 A drain figure below a target says the engine itself is short of it on this machine; a drain figure
 above it, with the workload's own figure below, says the overlap with the starts is what costs.
+
+Where the drain's CPU goes, per orchestration: `*_drain_py_cpu_ms` is this process's (the runtime, its
+Python code and the provider's client side), `*_drain_pg_cpu_ms` the PostgreSQL server's, summed over
+its processes on this host (pg only, and only when the server runs here: its processes are read from
+/proc). On a machine with C cores, C * 1000 / (py + pg) bounds the drain rate from above.
 """
 import json
 import os
@@ -35,6 +40,30 @@ def make_provider(workload):
 
     # `bench_` like py_workloads.py's schemas, so run_bench.sh drops them afterwards.
     return PostgresProvider.connect_with_schema(os.environ["DATABASE_URL"], f"bench_{RUN}_{workload}")
+
+
+def postgres_cpu_s():
+    """CPU seconds of the PostgreSQL server processes on this host, or None when none are visible."""
+    total, found = 0, False
+    for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if name.startswith(("postgres", "postmaster")):
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+            found = True
+    return total / os.sysconf("SC_CLK_TCK") if found else None
+
+
+def own_cpu_s():
+    t = os.times()
+    return t.user + t.system
 
 
 def make_runtime(provider):
@@ -71,17 +100,25 @@ def measure(workload, name, arg):
     starts = time.perf_counter() - t
 
     runtime = make_runtime(provider)
+    pg_before = postgres_cpu_s() if backend == "pg" else None
+    own_before = own_cpu_s()
     t = time.perf_counter()
     runtime.start()
     for iid in ids:
         r = client.wait_for_orchestration(iid, 300000)
         assert r.status == "Completed", (iid, r.status, r.error)
     drain = time.perf_counter() - t
+    own = own_cpu_s() - own_before
+    pg_after = postgres_cpu_s() if pg_before is not None else None
     runtime.shutdown()
-    return {
+    out = {
         f"{workload}_starts_ms_per_start": round(starts * 1000 / N, 3),
         f"{workload}_drain_orch_per_s": round(N / drain, 1),
+        f"{workload}_drain_py_cpu_ms": round(own * 1000 / N, 3),
     }
+    if pg_after is not None:
+        out[f"{workload}_drain_pg_cpu_ms"] = round((pg_after - pg_before) * 1000 / N, 3)
+    return out
 
 
 out = {"backend": backend, "n": N}
