@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use duroxide_core::provider::{
-    ActivityRef, CustomStatusChange, ExecutionStatus, InstanceStatus, KvChange, ProviderErrorKind, TurnAck,
+    ActivityRef, CustomStatusChange, ExecutionStatus, InstanceStatus, KvChange, OrchestrationItem,
+    ProviderErrorKind, TurnAck,
 };
 use duroxide_core::Provider;
 use duroxide_sqlite::SqliteProvider;
@@ -24,6 +25,14 @@ where
     check(SqliteProvider::open(dir.path().join("turns.db")).expect("file")).await;
 }
 
+/// The instance a fetch locks now; the test expects one to be fetchable.
+async fn fetch_now(p: &SqliteProvider) -> OrchestrationItem {
+    p.fetch_orchestration_item(LEASE, Duration::ZERO)
+        .await
+        .expect("fetch")
+        .expect("a fetchable instance")
+}
+
 #[tokio::test]
 async fn a_turn_appends_history_and_consumes_exactly_the_fetched_messages() {
     on_both(|p| async move {
@@ -34,11 +43,7 @@ async fn a_turn_appends_history_and_consumes_exactly_the_fetched_messages() {
         );
         p.enqueue_message(message("a", "e1")).await.expect("enqueue");
 
-        let item = p
-            .fetch_orchestration_item(LEASE, Duration::ZERO)
-            .await
-            .expect("fetch")
-            .expect("item");
+        let item = fetch_now(&p).await;
         assert_eq!(item.instance_id, "a");
         assert_eq!(item.attempt, 1);
         assert_eq!(item.instance.current_execution_id, 1);
@@ -85,20 +90,12 @@ async fn a_turn_appends_history_and_consumes_exactly_the_fetched_messages() {
 async fn a_duplicate_event_id_fails_the_whole_ack_and_keeps_the_lock() {
     on_both(|p| async move {
         p.create_instance(start("dup")).await.expect("create");
-        let item = p
-            .fetch_orchestration_item(LEASE, Duration::ZERO)
-            .await
-            .expect("fetch")
-            .expect("item");
+        let item = fetch_now(&p).await;
         p.ack_orchestration_item(&item.lock_token, turn(&[1]))
             .await
             .expect("first ack");
         p.enqueue_message(message("dup", "again")).await.expect("enqueue");
-        let item = p
-            .fetch_orchestration_item(LEASE, Duration::ZERO)
-            .await
-            .expect("fetch")
-            .expect("item");
+        let item = fetch_now(&p).await;
 
         let bad = TurnAck {
             worker_items: vec![work_item("dup", 1, 9)],
@@ -155,11 +152,7 @@ async fn a_duplicate_event_id_fails_the_whole_ack_and_keeps_the_lock() {
 async fn continue_as_new_starts_an_execution_with_the_kv_snapshot_of_before() {
     on_both(|p| async move {
         p.create_instance(start("can")).await.expect("create");
-        let item = p
-            .fetch_orchestration_item(LEASE, Duration::ZERO)
-            .await
-            .expect("fetch")
-            .expect("item");
+        let item = fetch_now(&p).await;
         let first = TurnAck {
             kv_changes: vec![KvChange::Set {
                 key: "count".into(),
@@ -182,11 +175,7 @@ async fn continue_as_new_starts_an_execution_with_the_kv_snapshot_of_before() {
         assert!(info.completed_at_ms.is_some());
         assert_eq!(info.event_count, 2);
 
-        let item = p
-            .fetch_orchestration_item(LEASE, Duration::ZERO)
-            .await
-            .expect("fetch")
-            .expect("item");
+        let item = fetch_now(&p).await;
         assert!(item.kv_snapshot.is_empty(), "execution 1 started with no KV");
         let second = TurnAck {
             execution_id: 2,
@@ -212,11 +201,7 @@ async fn continue_as_new_starts_an_execution_with_the_kv_snapshot_of_before() {
         );
 
         p.enqueue_message(message("can", "poke")).await.expect("enqueue");
-        let item = p
-            .fetch_orchestration_item(LEASE, Duration::ZERO)
-            .await
-            .expect("fetch")
-            .expect("item");
+        let item = fetch_now(&p).await;
         assert_eq!(item.history.len(), 1, "history of execution 2 only");
         let snapshot: Vec<_> = item
             .kv_snapshot
@@ -274,11 +259,7 @@ async fn expired_and_unknown_tokens_lose_the_lock_and_change_nothing() {
 async fn abandon_with_delay_hides_the_instance_until_then() {
     on_both(|p| async move {
         p.create_instance(start("later")).await.expect("create");
-        let item = p
-            .fetch_orchestration_item(LEASE, Duration::ZERO)
-            .await
-            .expect("fetch")
-            .expect("item");
+        let item = fetch_now(&p).await;
         let abandoned_at = Instant::now();
         p.abandon_orchestration_item(&item.lock_token, Some(Duration::from_millis(150)))
             .await
@@ -308,11 +289,7 @@ async fn abandon_with_delay_hides_the_instance_until_then() {
 async fn the_worker_cycle_enqueues_the_completion_and_cancelled_items_lose_their_lock() {
     on_both(|p| async move {
         p.create_instance(start("w")).await.expect("create");
-        let item = p
-            .fetch_orchestration_item(LEASE, Duration::ZERO)
-            .await
-            .expect("fetch")
-            .expect("item");
+        let item = fetch_now(&p).await;
         let ack = TurnAck {
             worker_items: vec![work_item("w", 1, 1), work_item("w", 1, 2)],
             ..turn(&[1, 2])
@@ -384,11 +361,7 @@ async fn waiting_fetches_wake_on_enqueue_on_timers_and_on_wake_all() {
     on_both(|p| async move {
         let p = Arc::new(p);
         p.create_instance(start("sleepy")).await.expect("create");
-        let item = p
-            .fetch_orchestration_item(LEASE, Duration::ZERO)
-            .await
-            .expect("fetch")
-            .expect("item");
+        let item = fetch_now(&p).await;
         p.ack_orchestration_item(&item.lock_token, turn(&[1]))
             .await
             .expect("ack");
@@ -476,11 +449,7 @@ impl duroxide_core::provider::HistoryCache for HoldsA {
 async fn a_fetch_leaves_out_exactly_the_history_its_caller_holds() {
     on_both(|p| async move {
         p.create_instance(start("a")).await.expect("create");
-        let item = p
-            .fetch_orchestration_item(LEASE, Duration::ZERO)
-            .await
-            .expect("fetch")
-            .expect("item");
+        let item = fetch_now(&p).await;
         p.ack_orchestration_item(&item.lock_token, turn(&[1, 2, 3]))
             .await
             .expect("ack");
