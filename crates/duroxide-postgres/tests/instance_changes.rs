@@ -175,13 +175,13 @@ async fn a_client_wakes_as_soon_as_another_process_completes_the_instance() {
                 (state, Instant::now())
             })
         };
-        // The wait read the instance (status and custom status) and saw it running; only a report
-        // of the change or a poll can end it now.
-        reads.wait_until(before + 2).await;
+        // The wait read the instance (one read: status and custom status together) and saw it
+        // running; only a report of the change or a poll can end it now.
+        reads.wait_until(before + 1).await;
         if n == 0 {
             // Since changes are reported, the wait polls only as a safety net, not every millisecond.
             let first_read = Instant::now();
-            reads.wait_until(before + 4).await;
+            reads.wait_until(before + 2).await;
             let gap = first_read.elapsed();
             assert!(gap >= Duration::from_millis(20), "polled again after {gap:?}");
         }
