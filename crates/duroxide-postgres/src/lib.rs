@@ -85,7 +85,9 @@
 //!   about one query per queue every two seconds (see `wakeups` and `listener` in the source for why
 //!   NOTIFY is sent after the commit). Acks that change an instance's status or custom status announce its id
 //!   the same way, so a client waiting in another process wakes at once
-//!   (`Provider::watch_instance_changes`).
+//!   (`Provider::watch_instance_changes`). Listeners say hello and ping every ten seconds, and an
+//!   object that no other object listens beside sends no NOTIFY for its writes
+//!   ([`ProviderStats::notifying`]; `presence` in the source).
 //! * **Queues stay small.** Queue rows live for moments and leave dead index entries that every claim
 //!   would step over; the provider vacuums the two queue tables itself after every few thousand rows
 //!   it deleted (`maintenance` in the source), since autovacuum comes by about once a minute.
@@ -128,6 +130,7 @@ mod management;
 mod migrations;
 mod mux;
 mod orchestrator_queue;
+mod presence;
 mod provider;
 mod reads;
 mod retention;

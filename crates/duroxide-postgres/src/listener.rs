@@ -20,11 +20,12 @@
 //! instead of at its next poll.
 //!
 //! Notifications sent by this connection come back to it; they are ignored (by backend pid), since
-//! this object's fetches and its process's waiting clients were already woken directly. When the
-//! connection drops, the listener reconnects with backoff; meanwhile fetches fall back to looking at
-//! every wake-up and clients to their safety-net polls. A payload this version does not know wakes
-//! every fetch (it may announce work in a format from a newer version); a malformed list of instance
-//! ids is ignored.
+//! this object's fetches and its process's waiting clients were already woken directly. An object
+//! that is alone on the channel sends none at all (see `presence`: listeners say hello and ping).
+//! When the connection drops, the listener reconnects with backoff; meanwhile fetches fall back to
+//! looking at every wake-up and clients to their safety-net polls. A payload this version does not
+//! know wakes every fetch (it may announce work in a format from a newer version); a malformed list
+//! of instance ids is ignored.
 
 use std::collections::HashSet;
 use std::future::poll_fn;
@@ -39,6 +40,7 @@ use tokio_postgres::{AsyncMessage, Client, Connection, NoTls, Socket};
 
 use crate::connection::Target;
 use crate::error::{describe, ConnectError};
+use crate::presence::{self, Presence};
 use crate::wakeups::{Queue, Wake, Wakeups};
 
 const ORCHESTRATOR_PREFIX: char = 'o';
@@ -68,6 +70,36 @@ struct Outbox {
     ready: Notify,
     /// NOTIFY statements sent so far.
     sent: AtomicU64,
+    /// Announcements (of work or of an instance change) not sent because nobody listened.
+    unsent: AtomicU64,
+    /// Who else listens (see `presence`).
+    presence: Presence,
+}
+
+impl Outbox {
+    /// Takes the pending announcements as payloads; `None` when there were none.
+    fn take_announcements(&self) -> Option<Vec<String>> {
+        let mut payloads = Vec::new();
+        for (prefix, pending) in [
+            (ORCHESTRATOR_PREFIX, &self.orchestrator),
+            (WORKER_PREFIX, &self.worker),
+        ] {
+            match pending.swap(0, Ordering::SeqCst) {
+                0 => {}
+                ALL => payloads.push(format!("{prefix}*")),
+                n => payloads.push(format!("{prefix}{n}")),
+            }
+        }
+        let instances = std::mem::take(&mut *self.instances.lock().unwrap_or_else(|p| p.into_inner()));
+        payloads.extend(instance_payloads(instances.iter().map(String::as_str)));
+        (!payloads.is_empty()).then_some(payloads)
+    }
+
+    /// Every fetch of every peer must look (after a time this object announced nothing).
+    fn wake_every_peer_fetch(&self) {
+        self.orchestrator.store(ALL, Ordering::SeqCst);
+        self.worker.store(ALL, Ordering::SeqCst);
+    }
 }
 
 /// The hooks registered with `Provider::watch_instance_changes`, called for other objects' changes.
@@ -189,6 +221,17 @@ impl Listener {
     pub(crate) fn notifications_sent(&self) -> u64 {
         self.outbox.sent.load(Ordering::Relaxed)
     }
+
+    /// How many announcements went unsent because no other object listened.
+    pub(crate) fn announcements_unsent(&self) -> u64 {
+        self.outbox.unsent.load(Ordering::Relaxed)
+    }
+
+    /// Whether this object's announcements go out now (another object listens, or this one only
+    /// just started listening).
+    pub(crate) fn notifying(&self) -> bool {
+        self.outbox.presence.notifying(std::time::Instant::now())
+    }
 }
 
 /// Marks the wake-ups as not listening when dropped.
@@ -212,6 +255,8 @@ impl Heard {
         match parse(payload) {
             Some(Announcement::Work(queue, wake)) => self.wakeups.work_arrived(queue, wake),
             Some(Announcement::Instances(ids)) => self.watchers.changed(&ids),
+            // Recorded by the listener (see `presence`).
+            Some(Announcement::Presence) => {}
             // A malformed list of ids: nothing to wake, and no work was announced.
             None if payload.starts_with(INSTANCES_PREFIX) => {
                 tracing::debug!(target: "duroxide::postgres", payload, "ignoring a malformed instance-change notification");
@@ -296,6 +341,16 @@ async fn serve(
                     if note.process_id() == own_pid.load(Ordering::SeqCst) {
                         continue;
                     }
+                    let hello = note.payload() == presence::HELLO;
+                    let seen = outbox
+                        .presence
+                        .heard(note.process_id(), hello, std::time::Instant::now());
+                    if seen.catch_up {
+                        outbox.wake_every_peer_fetch();
+                    }
+                    if seen.catch_up || hello {
+                        outbox.ready.notify_one();
+                    }
                     heard.notification(note.payload());
                 }
                 Some(Ok(_)) => {}
@@ -320,28 +375,44 @@ async fn serve(
             .prepare("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
             .await
             .map_err(|e| describe(&e))?;
+        outbox.presence.started(std::time::Instant::now());
         heard.wakeups.set_listening(true);
         *retry = FIRST_RETRY;
         if let Some(ready) = ready.take() {
             let _ = ready.send(Ok(()));
         }
+        // The hello goes first, and stands for the first ping.
+        let mut presence_payload = Some(presence::HELLO);
+        let mut next_ping = tokio::time::Instant::now() + presence::PING_EVERY;
         loop {
-            let mut payloads = Vec::with_capacity(2);
-            for (prefix, pending) in [
-                (ORCHESTRATOR_PREFIX, &outbox.orchestrator),
-                (WORKER_PREFIX, &outbox.worker),
-            ] {
-                match pending.swap(0, Ordering::SeqCst) {
-                    0 => {}
-                    ALL => payloads.push(format!("{prefix}*")),
-                    n => payloads.push(format!("{prefix}{n}")),
+            // Registered before the outbox is read, so an announcement made meanwhile is not lost.
+            let announced = outbox.ready.notified();
+            tokio::pin!(announced);
+            announced.as_mut().enable();
+
+            let now = tokio::time::Instant::now();
+            if presence_payload.is_none() && (outbox.presence.take_answer() || now >= next_ping) {
+                presence_payload = Some(presence::PING);
+            }
+            let mut payloads: Vec<String> = presence_payload.take().map(str::to_owned).into_iter().collect();
+            if let Some(announcements) = outbox.take_announcements() {
+                if outbox.presence.notifying(now.into_std()) {
+                    payloads.extend(announcements);
+                } else {
+                    outbox
+                        .unsent
+                        .fetch_add(announcements.len() as u64, Ordering::Relaxed);
                 }
             }
-            let instances = std::mem::take(&mut *outbox.instances.lock().unwrap_or_else(|p| p.into_inner()));
-            payloads.extend(instance_payloads(instances.iter().map(String::as_str)));
             if payloads.is_empty() {
-                outbox.ready.notified().await;
+                tokio::select! {
+                    () = &mut announced => {}
+                    () = tokio::time::sleep_until(next_ping) => {}
+                }
                 continue;
+            }
+            if payloads.iter().any(|p| p.starts_with(presence::PING)) {
+                next_ping = now + presence::PING_EVERY;
             }
             client
                 .execute(&send, &[&channel, &payloads])
@@ -363,11 +434,16 @@ enum Announcement<'a> {
     Work(Queue, Wake),
     /// These instances' status or custom status changed.
     Instances(Vec<&'a str>),
+    /// Another listener says it listens (see `presence`).
+    Presence,
 }
 
 /// What a notification payload announces; `None` for a payload this version does not know or a
 /// malformed one.
 fn parse(payload: &str) -> Option<Announcement<'_>> {
+    if payload == presence::PING || payload == presence::HELLO {
+        return Some(Announcement::Presence);
+    }
     let mut chars = payload.chars();
     let queue = match chars.next()? {
         ORCHESTRATOR_PREFIX => Queue::Orchestrator,
@@ -438,6 +514,9 @@ mod tests {
             Some(Announcement::Work(Queue::Worker, Wake::Some(1)))
         );
         assert_eq!(parse("w*"), Some(Announcement::Work(Queue::Worker, Wake::All)));
+        assert_eq!(parse(presence::HELLO), Some(Announcement::Presence));
+        assert_eq!(parse(presence::PING), Some(Announcement::Presence));
+        assert_eq!(parse("p1"), None);
         for unknown in ["", "o", "x1", "o-1", "wx"] {
             assert_eq!(parse(unknown), None, "{unknown:?}");
         }

@@ -141,8 +141,15 @@ pub struct ProviderStats {
     /// Round trips through the pool: statements executed, transaction control, and statements
     /// prepared on a connection for the first time.
     pub round_trips: u64,
-    /// NOTIFY statements sent on the listener connection (coalesced announcements to other processes).
+    /// NOTIFY statements sent on the listener connection (coalesced announcements to other processes,
+    /// and the listener's hello and pings).
     pub notifications_sent: u64,
+    /// Whether this object's announcements go out: another provider object listens on the schema's
+    /// channel, or this one started listening moments ago. One that is alone sends no NOTIFY for
+    /// its writes.
+    pub notifying: bool,
+    /// Announcements not sent because no other provider object listened.
+    pub announcements_unsent: u64,
     /// Whether the listener connection is up (other processes' writes are heard at once).
     pub listening: bool,
     /// Vacuums of the queue tables this object ran (see [`PostgresProvider`]'s crate documentation).
@@ -270,6 +277,8 @@ impl PostgresProvider {
         ProviderStats {
             round_trips: self.inner.db.round_trips(),
             notifications_sent: self.inner.listener.notifications_sent(),
+            notifying: self.inner.listener.notifying(),
+            announcements_unsent: self.inner.listener.announcements_unsent(),
             listening: self.inner.wakeups.is_listening(),
             vacuums: self.inner.maintenance.vacuums(),
             work_items_handed: self.inner.work_handoffs.handed(),
