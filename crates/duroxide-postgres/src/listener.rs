@@ -77,6 +77,21 @@ struct Outbox {
 }
 
 impl Outbox {
+    /// What the next NOTIFY carries: `ping` (a presence payload) if given, then the pending
+    /// announcements, which are dropped (and counted) instead when nobody else listens.
+    fn payloads(&self, ping: Option<&str>, now: std::time::Instant) -> Vec<String> {
+        let mut payloads: Vec<String> = ping.map(str::to_owned).into_iter().collect();
+        if let Some(announcements) = self.take_announcements() {
+            if self.presence.notifying(now) {
+                payloads.extend(announcements);
+            } else {
+                self.unsent
+                    .fetch_add(announcements.len() as u64, Ordering::Relaxed);
+            }
+        }
+        payloads
+    }
+
     /// Takes the pending announcements as payloads; `None` when there were none.
     fn take_announcements(&self) -> Option<Vec<String>> {
         let mut payloads = Vec::new();
@@ -382,7 +397,7 @@ async fn serve(
             let _ = ready.send(Ok(()));
         }
         // The hello goes first, and stands for the first ping.
-        let mut presence_payload = Some(presence::HELLO);
+        let mut hello = Some(presence::HELLO);
         let mut next_ping = tokio::time::Instant::now() + presence::PING_EVERY;
         loop {
             // Registered before the outbox is read, so an announcement made meanwhile is not lost.
@@ -391,19 +406,10 @@ async fn serve(
             announced.as_mut().enable();
 
             let now = tokio::time::Instant::now();
-            if presence_payload.is_none() && (outbox.presence.take_answer() || now >= next_ping) {
-                presence_payload = Some(presence::PING);
-            }
-            let mut payloads: Vec<String> = presence_payload.take().map(str::to_owned).into_iter().collect();
-            if let Some(announcements) = outbox.take_announcements() {
-                if outbox.presence.notifying(now.into_std()) {
-                    payloads.extend(announcements);
-                } else {
-                    outbox
-                        .unsent
-                        .fetch_add(announcements.len() as u64, Ordering::Relaxed);
-                }
-            }
+            let ping = hello
+                .take()
+                .or_else(|| (outbox.presence.take_answer() || now >= next_ping).then_some(presence::PING));
+            let payloads = outbox.payloads(ping, now.into_std());
             if payloads.is_empty() {
                 tokio::select! {
                     () = &mut announced => {}
@@ -411,7 +417,7 @@ async fn serve(
                 }
                 continue;
             }
-            if payloads.iter().any(|p| p.starts_with(presence::PING)) {
+            if ping.is_some() {
                 next_ping = now + presence::PING_EVERY;
             }
             client
