@@ -442,16 +442,11 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
     use super::*;
-    use crate::connection::Target;
+    use crate::connection::{test_target, Target, NO_TEST_SERVER};
 
     async fn admin_connection() -> (Target, Client) {
-        let url = std::env::var("DUROXIDE_PG_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let target = Target::parse(&url).expect("DUROXIDE_PG_URL");
-        let admin = target
-            .connect_one()
-            .await
-            .expect("this test needs the PostgreSQL server at DUROXIDE_PG_URL (default 127.0.0.1:5432)");
+        let target = test_target();
+        let admin = target.connect_one().await.expect(NO_TEST_SERVER);
         (target, admin)
     }
 

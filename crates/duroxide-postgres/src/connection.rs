@@ -178,6 +178,19 @@ fn describe(config: &Config) -> String {
     format!("{}/{database}", hosts.join(","))
 }
 
+/// The server the crate's own tests use: `DUROXIDE_PG_URL`, by default the local one.
+#[cfg(test)]
+pub(crate) fn test_target() -> Target {
+    let url = std::env::var("DUROXIDE_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    Target::parse(&url).expect("DUROXIDE_PG_URL")
+}
+
+/// What a test says when it finds no server at [`test_target`]: how to provide one.
+#[cfg(test)]
+pub(crate) const NO_TEST_SERVER: &str =
+    "this test needs the PostgreSQL server at DUROXIDE_PG_URL (default 127.0.0.1:5432)";
+
 #[cfg(test)]
 mod tests {
     use super::*;

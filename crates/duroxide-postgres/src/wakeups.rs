@@ -129,7 +129,7 @@ impl Write {
 
     /// Whether the write has returned by now.
     fn has_returned(&self) -> bool {
-        self.0.load(Ordering::SeqCst) != 0
+        self.returned_by(u64::MAX)
     }
 }
 
@@ -955,16 +955,8 @@ mod tests {
     /// flight stay routed to its connection.
     #[tokio::test]
     async fn routed_looks_do_not_pile_up_while_the_queue_never_drains() {
-        let url = std::env::var("DUROXIDE_PG_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let mux = crate::mux::Mux::new(
-            crate::connection::Target::parse(&url).expect("DUROXIDE_PG_URL"),
-            1,
-        );
-        let lease = mux
-            .lease("test")
-            .await
-            .expect("this test needs the PostgreSQL server at DUROXIDE_PG_URL (default 127.0.0.1:5432)");
+        let mux = crate::mux::Mux::new(crate::connection::test_target(), 1);
+        let lease = mux.lease("test").await.expect(crate::connection::NO_TEST_SERVER);
         let conn = lease.conn().clone();
         let wakeups = listening();
         let _waiting_with_key = wakeups.worker.wake("k");

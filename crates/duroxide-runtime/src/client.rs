@@ -348,13 +348,11 @@ impl Client {
             notified.as_mut().enable();
             // A turn of this process that ended the instance left its state here: no read needed.
             let state = match watch.finished(&self.provider) {
-                Some(state) => Some(state),
-                None => Some(self.get_status(instance_id).await?),
+                Some(state) => state,
+                None => self.get_status(instance_id).await?,
             };
-            if let Some(state) = state {
-                if done(&state) {
-                    return Ok(Some(state));
-                }
+            if done(&state) {
+                return Ok(Some(state));
             }
             let now = Instant::now();
             if now >= deadline {
