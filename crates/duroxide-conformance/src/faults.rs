@@ -15,7 +15,9 @@
 //!
 //! Counters say how many faults of each kind were injected ([`FaultStats`]). Work-item calls are
 //! attributed to the activity they concern, so a test can tell which activities a fault touched
-//! ([`FaultyProvider::touched_activities`]): only those may legitimately run more than once.
+//! ([`FaultyProvider::touched_activities`]): only those may legitimately run more than once. So are
+//! the results an orchestration ack records in its history: a runtime that ran those activities in
+//! process, without work items, runs them again when that ack fails.
 //!
 //! The seed fixes the sequence of decisions, one independent stream per operation. Which call gets
 //! which decision still depends on how concurrent tasks interleave, so a seed reproduces the mix and
@@ -50,6 +52,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use duroxide_core::codec;
 use duroxide_core::provider::{
     ActivityRef, CustomStatus, DeleteResult, ExecutionInfo, HistoryRecord, InstanceChangeHook,
     InstanceFilter, InstanceInfo, InstanceStats, InstanceStatus, KvEntry, NewMessage, OrchestrationItem,
@@ -339,6 +342,8 @@ pub struct FaultyProvider {
     hook: Option<CallHook>,
     /// Worker lock token → the activity it locks, to attribute faults to activities.
     work_tokens: Mutex<HashMap<String, ActivityRef>>,
+    /// The instance of each orchestration lock handed out and not yet released by an ack.
+    orch_tokens: Mutex<HashMap<String, String>>,
     touched: Mutex<HashSet<ActivityRef>>,
 }
 
@@ -369,6 +374,7 @@ impl FaultyProvider {
             monitor: None,
             hook: None,
             work_tokens: Mutex::new(HashMap::new()),
+            orch_tokens: Mutex::new(HashMap::new()),
             touched: Mutex::new(HashSet::new()),
         }
     }
@@ -540,9 +546,24 @@ impl FaultyProvider {
     where
         Fut: std::future::Future<Output = Result<(), ProviderError>>,
     {
+        self.release_recording(op, token, &[], call).await
+    }
+
+    /// [`Self::release`] of a call that records the results of `recorded`: a fault touches them.
+    async fn release_recording<Fut>(
+        &self,
+        op: Op,
+        token: &str,
+        recorded: &[ActivityRef],
+        call: Fut,
+    ) -> Result<(), ProviderError>
+    where
+        Fut: std::future::Future<Output = Result<(), ProviderError>>,
+    {
         let (plan, faulted) = self.decide(op).await;
         if faulted {
             self.touch_token(token);
+            lock(&self.touched).extend(recorded.iter().cloned());
         }
         if matches!(plan, Plan::Retryable | Plan::Permanent) {
             return Err(self.injected(op, plan));
@@ -649,6 +670,7 @@ impl Provider for FaultyProvider {
             .fetch_orchestration_item(lock_timeout, poll_timeout)
             .await?;
         if let Some(item) = &item {
+            lock(&self.orch_tokens).insert(item.lock_token.clone(), item.instance_id.clone());
             self.record(TurnRecord::Fetched {
                 resource: instance_resource(&item.instance_id),
                 token: item.lock_token.clone(),
@@ -666,12 +688,22 @@ impl Provider for FaultyProvider {
     }
 
     async fn ack_orchestration_item(&self, lock_token: &str, ack: TurnAck) -> Result<(), ProviderError> {
-        self.release(
-            Op::AckOrchestrationItem,
-            lock_token,
-            self.inner.ack_orchestration_item(lock_token, ack),
-        )
-        .await
+        // A runtime may run activities in process and commit their results with the turn that
+        // takes them, never storing their work items: a fault on that ack makes them run again.
+        let instance_id = lock(&self.orch_tokens).get(lock_token).cloned();
+        let recorded = instance_id.map_or_else(Vec::new, |id| recorded_completions(&id, &ack));
+        let result = self
+            .release_recording(
+                Op::AckOrchestrationItem,
+                lock_token,
+                &recorded,
+                self.inner.ack_orchestration_item(lock_token, ack),
+            )
+            .await;
+        if result.is_ok() {
+            lock(&self.orch_tokens).remove(lock_token);
+        }
+        result
     }
 
     async fn abandon_orchestration_item(
@@ -1314,6 +1346,20 @@ impl TurnMonitor {
                 .join("\n  ")
         );
     }
+}
+
+/// The activities whose results a turn's ack records in its history.
+fn recorded_completions(instance_id: &str, ack: &TurnAck) -> Vec<ActivityRef> {
+    ack.history
+        .iter()
+        .filter(|record| matches!(record.kind.as_str(), "ActivityCompleted" | "ActivityFailed"))
+        .filter_map(|record| codec::decode_event(record).ok()?.source_event_id)
+        .map(|event_id| ActivityRef {
+            instance_id: instance_id.to_string(),
+            execution_id: ack.execution_id,
+            event_id,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -222,7 +222,7 @@ pub fn process_item(
                 reason: "the execution failed during replay".into(),
             })
             .collect();
-        return ack_output(item, replayed, None, discarded, false);
+        return ack_output(&item.instance_id, replayed, None, discarded, false);
     }
     run(item, engine, messages, options, None)
 }
@@ -240,12 +240,33 @@ fn run(
         Err(e) => return drop_all(item, &e.to_string()),
     };
     let keep = (output.status == TurnStatus::Running).then_some(engine);
-    let mut decision = ack_output(item, output, keep, Vec::new(), started.is_some());
+    let mut decision = ack_output(&item.instance_id, output, keep, Vec::new(), started.is_some());
     if let (TurnDecision::Ack { ack, .. }, Some((name, version))) = (&mut decision, started) {
         ack.name = Some(name);
         ack.version = Some(version);
     }
     decision
+}
+
+/// A turn on a live engine whose messages never went through the store: the results of activities
+/// the runtime ran in process for the turn before, which has not been committed either (see
+/// [`TurnAck::only_schedules_activities`]). Its ack is meant to be committed after that turn's, or
+/// merged into it ([`TurnAck::then`]). `None` when the engine cannot run a turn.
+pub fn continue_turn(
+    instance_id: &str,
+    mut engine: ReplayEngine,
+    messages: Vec<OrchestratorMessage>,
+    options: &TurnOptions,
+) -> Option<(TurnAck, Option<ReplayEngine>, TurnReport)> {
+    if !engine.is_started() || *engine.status() != TurnStatus::Running {
+        return None;
+    }
+    let output = engine.run_turn(messages, options.now_ms, options.entropy).ok()?;
+    let keep = (output.status == TurnStatus::Running).then_some(engine);
+    match ack_output(instance_id, output, keep, Vec::new(), false) {
+        TurnDecision::Ack { ack, engine, report } => Some((*ack, engine, report)),
+        TurnDecision::Abandon { .. } => None,
+    }
 }
 
 /// The KV state at the end of an execution: its start snapshot plus its recorded KV changes.
@@ -403,7 +424,7 @@ fn fail_without_engine(
         logs: Vec::new(),
         discarded: Vec::new(),
     };
-    let mut decision = ack_output(item, output, None, Vec::new(), start_name.is_some());
+    let mut decision = ack_output(&item.instance_id, output, None, Vec::new(), start_name.is_some());
     if let (TurnDecision::Ack { ack, .. }, Some(name)) = (&mut decision, start_name) {
         ack.name = Some(name);
     }
@@ -441,13 +462,13 @@ fn drop_all(item: &OrchestrationItem, reason: &str) -> TurnDecision {
 }
 
 fn ack_output(
-    item: &OrchestrationItem,
+    instance_id: &str,
     output: TurnOutput,
     engine: Option<ReplayEngine>,
     mut discarded: Vec<Discarded>,
     started_execution: bool,
 ) -> TurnDecision {
-    let (ack, sub_orchestrations_started) = build_ack(&item.instance_id, &output);
+    let (ack, sub_orchestrations_started) = build_ack(instance_id, &output);
     let ack = Box::new(ack);
     let outcome = match &output.status {
         TurnStatus::Running => TurnOutcome::Running,

@@ -116,31 +116,50 @@ async fn execute(shared: &Arc<Shared>, lease: WorkItemLease) -> Option<PendingAc
         finish(shared, &lease, result).await;
         return None;
     }
-    let Some(handler) = shared.activities.get(&work.name) else {
-        let reason = format!(
-            "activity {:?} is not registered on worker {}",
-            work.name, shared.node_id
-        );
-        retry_or_fail(shared, &lease, ErrorKind::Configuration, reason).await;
-        return None;
+    let name = work.name.clone();
+    // An execution the orchestration dispatcher began inline and committed this item for when it
+    // ran long: take its result rather than run the activity a second time.
+    let (cancel, mut activity, permit) = match shared.inline.take_detached(&lease.activity) {
+        Some(detached) => {
+            let result = detached.result;
+            let outcome: ActivityFuture = Box::pin(async move {
+                result
+                    .await
+                    .map_err(|_| "the activity's inline execution was dropped".to_string())?
+            });
+            (detached.cancel, CatchPanic(outcome), None)
+        }
+        None => {
+            let Some(handler) = shared.activities.get(&work.name) else {
+                let reason = format!(
+                    "activity {:?} is not registered on worker {}",
+                    work.name, shared.node_id
+                );
+                retry_or_fail(shared, &lease, ErrorKind::Configuration, reason).await;
+                return None;
+            };
+            // Shared with activities run inline, so that together they stay within
+            // `worker_concurrency`.
+            let permit = shared.activity_permits.clone().acquire_owned().await.ok();
+            let cancel = CancelSignal::default();
+            let ctx = ActivityContext {
+                work: Arc::new(work),
+                worker_id: Arc::from(shared.node_id.as_str()),
+                attempt: lease.attempt,
+                cancel: cancel.clone(),
+                provider: shared.provider.clone(),
+            };
+            let input = ctx.work.input.clone();
+            // A panicking activity fails that activity rather than this worker slot.
+            (cancel, CatchPanic(handler.invoke(ctx, input)), permit)
+        }
     };
-
-    let cancel = CancelSignal::default();
+    let started = std::time::Instant::now();
     shared
         .running
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(lease.activity.clone(), cancel.clone());
-    let ctx = ActivityContext {
-        work: Arc::new(work),
-        worker_id: Arc::from(shared.node_id.as_str()),
-        attempt: lease.attempt,
-        cancel: cancel.clone(),
-        provider: shared.provider.clone(),
-    };
-    let input = ctx.work.input.clone();
-    // A panicking activity fails that activity rather than this worker slot.
-    let mut activity = CatchPanic(handler.invoke(ctx, input));
     // Renew often enough that a cancellation committed by another process (which deletes the item)
     // is noticed within about half a second, and the lease never lapses while the activity runs.
     let renew_every = (shared.options.worker_lock_timeout / 3).min(Duration::from_millis(500));
@@ -170,6 +189,10 @@ async fn execute(shared: &Arc<Shared>, lease: WorkItemLease) -> Option<PendingAc
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&lease.activity);
+    drop(permit);
+    if outcome.is_some() {
+        shared.inline.record_time(&name, started.elapsed());
+    }
     let Some(result) = outcome else {
         // Shutdown timed out: hand the item back so another runtime runs it at once.
         cancel.cancel();
@@ -193,7 +216,7 @@ async fn execute(shared: &Arc<Shared>, lease: WorkItemLease) -> Option<PendingAc
 
 /// Polls an activity's future, turning a panic into an error instead of unwinding into the
 /// dispatcher. (Cheaper than a task of its own per activity, which costs a spawn and a wake-up.)
-struct CatchPanic(ActivityFuture);
+pub(crate) struct CatchPanic(pub ActivityFuture);
 
 impl std::future::Future for CatchPanic {
     type Output = Result<Result<String, String>, Box<dyn std::any::Any + Send>>;

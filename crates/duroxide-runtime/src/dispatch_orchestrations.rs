@@ -13,6 +13,7 @@ use duroxide_core::{ErrorDetails, ErrorKind};
 
 use crate::cache::{Cached, HistoryPrint};
 use crate::client::OrchestrationState;
+use crate::inline::{self, Decided};
 use crate::metrics::Metrics;
 use crate::pending_acks::{PendingAck, PendingAcks};
 use crate::runtime::Shared;
@@ -179,6 +180,13 @@ async fn handle(shared: &Arc<Shared>, fetched: CachedFetch) -> Option<PendingAck
     };
     match decision {
         TurnDecision::Ack { ack, engine, report } => {
+            let decided = Decided {
+                ack: *ack,
+                engine,
+                reports: vec![report],
+            };
+            let Decided { ack, engine, reports } =
+                inline::run_chain(shared, &item.instance_id, decided).await;
             let cancels = ack.cancel_activities.clone();
             let wakes_waiters = changes_what_waiters_read(&ack);
             let finished = finished_state(&item, &ack);
@@ -194,9 +202,11 @@ async fn handle(shared: &Arc<Shared>, fetched: CachedFetch) -> Option<PendingAck
             }
             let shared = shared.clone();
             Some(Box::pin(async move {
-                if commit(&shared, &item, *ack).await {
+                if commit(&shared, &item, ack).await {
                     shared.cancel_local(&cancels);
-                    record(&shared, &item, &report);
+                    for report in &reports {
+                        record(&shared, &item, report);
+                    }
                     if let Some(state) = finished {
                         notify::instance_finished(&shared.provider, &item.instance_id, state);
                     } else if wakes_waiters {
@@ -252,7 +262,7 @@ fn finished_state(item: &OrchestrationItem, ack: &TurnAck) -> Option<Orchestrati
 /// Fresh random bits for a turn's `new_guid`: a per-thread generator seeded once from the OS, so a
 /// turn costs no system call. (SplitMix64: unique per draw within a thread, unpredictable across
 /// processes through the random seed — all `new_guid` needs.)
-fn entropy() -> u64 {
+pub(crate) fn entropy() -> u64 {
     use std::cell::Cell;
     thread_local! {
         static STATE: Cell<u64> = Cell::new(uuid::Uuid::new_v4().as_u64_pair().0);

@@ -44,6 +44,7 @@ counters!(
     activity_infra_errors,
     activity_config_errors,
     activity_poison,
+    activity_inline_runs,
     orch_dispatcher_items_fetched,
     worker_dispatcher_items_fetched,
     orch_continue_as_new,

@@ -72,6 +72,11 @@ pub struct RuntimeOptions {
     pub cache_max_instances: usize,
     /// Most history events, summed over cached instances.
     pub cache_max_events: u64,
+    /// How long the orchestration dispatcher waits for activities it runs itself, right after the
+    /// turn that schedules them, before it commits that turn and leaves them to the workers (see
+    /// the crate docs on inline activities). Capped at a quarter of `orchestrator_lock_timeout`.
+    /// Zero: every activity goes through the worker queue.
+    pub inline_activity_wait: Duration,
 }
 
 impl Default for RuntimeOptions {
@@ -93,6 +98,7 @@ impl Default for RuntimeOptions {
             worker_tag_filter: TagFilter::DefaultOnly,
             cache_max_instances: 4096,
             cache_max_events: 2_000_000,
+            inline_activity_wait: Duration::from_millis(20),
         }
     }
 }

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use duroxide_core::provider::{ActivityRef, Provider};
 use duroxide_core::OrchestrationRegistry;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::activity::ActivityRegistry;
 use crate::cache::InstanceCache;
 use crate::cancel::CancelSignal;
+use crate::inline::Inline;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::options::{OptionsError, RuntimeOptions};
 use crate::sessions::SessionTracker;
@@ -27,6 +29,11 @@ pub(crate) struct Shared {
     pub sessions: SessionTracker,
     /// Activities running in this process, so a cancellation committed here reaches them at once.
     pub running: Mutex<HashMap<ActivityRef, CancelSignal>>,
+    /// One permit per concurrent activity (`worker_concurrency`), taken by worker slots and by
+    /// activities the orchestration dispatcher runs inline.
+    pub activity_permits: Arc<Semaphore>,
+    /// Activities run inline by the orchestration dispatcher (`inline`).
+    pub inline: Inline,
     /// Stop fetching new work.
     pub stop: CancelSignal,
     /// The shutdown timeout passed: hand back in-flight work now.
@@ -101,6 +108,8 @@ impl Runtime {
             )),
             sessions: SessionTracker::new(options.max_sessions_per_runtime, options.session_idle_timeout),
             running: Mutex::new(HashMap::new()),
+            activity_permits: Arc::new(Semaphore::new(options.worker_concurrency)),
+            inline: Inline::default(),
             stop: CancelSignal::default(),
             hard_stop: CancelSignal::default(),
             node_id,

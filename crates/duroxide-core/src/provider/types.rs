@@ -298,6 +298,59 @@ impl TurnAck {
         let status_changed = self.status.is_some_and(|s| s != ExecutionStatus::Running);
         status_changed || self.custom_status != CustomStatusChange::Unchanged
     }
+
+    /// Whether the turn's only effect besides its history is to schedule activities: no status
+    /// change beyond running, no custom status, KV, message, timer or cancellation. Such a turn
+    /// changes nothing anyone else reads, so a runtime may run its activities in process and commit
+    /// the turn together with the one that takes their results ([`TurnAck::then`]).
+    pub fn only_schedules_activities(&self) -> bool {
+        !self.worker_items.is_empty()
+            && !self.changes_status()
+            && self.output.is_none()
+            && self.kv_changes.is_empty()
+            && self.messages.is_empty()
+            && self.cancel_activities.is_empty()
+    }
+
+    /// This turn's ack followed by the next turn's of the same execution, as one ack: what the two
+    /// commits in order would leave. Work items this turn schedules and the next cancels are
+    /// neither stored nor cancelled.
+    pub fn then(mut self, next: TurnAck) -> TurnAck {
+        debug_assert_eq!(self.execution_id, next.execution_id, "turns of one execution");
+        let TurnAck {
+            execution_id,
+            history,
+            status,
+            output,
+            name,
+            version,
+            custom_status,
+            kv_changes,
+            worker_items,
+            messages,
+            mut cancel_activities,
+        } = next;
+        self.execution_id = execution_id;
+        self.history.extend(history);
+        self.status = status.or(self.status);
+        self.output = output.or(self.output);
+        self.name = self.name.or(name);
+        self.version = self.version.or(version);
+        if custom_status != CustomStatusChange::Unchanged {
+            self.custom_status = custom_status;
+        }
+        self.kv_changes.extend(kv_changes);
+        let scheduled_here =
+            |cancelled: &ActivityRef| self.worker_items.iter().any(|item| item.activity == *cancelled);
+        let (never_stored, stored): (Vec<_>, Vec<_>) =
+            cancel_activities.drain(..).partition(|c| scheduled_here(c));
+        self.worker_items
+            .retain(|item| !never_stored.contains(&item.activity));
+        self.worker_items.extend(worker_items);
+        self.messages.extend(messages);
+        self.cancel_activities.extend(stored);
+        self
+    }
 }
 
 // ---- worker queue -----------------------------------------------------------------------------------

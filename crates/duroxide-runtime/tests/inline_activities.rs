@@ -1,0 +1,238 @@
+//! Short activities run by the orchestration dispatcher itself ("inline"), committed with the turn
+//! that takes their results: what it saves, and that it never runs an activity twice or loses a
+//! result on the way (a long run, a panic in the next turn, a shutdown).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{kinds, Env, Gate, Registries};
+use duroxide_runtime::RuntimeOptions;
+
+/// How many times each activity input ran.
+#[derive(Clone, Default)]
+struct Runs(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Runs {
+    fn count(&self, input: &str) {
+        *self.0.lock().unwrap().entry(input.to_string()).or_default() += 1;
+    }
+
+    fn of(&self, input: &str) -> usize {
+        self.0.lock().unwrap().get(input).copied().unwrap_or(0)
+    }
+}
+
+/// `Step` (counted, quick unless its input starts with "hold", which waits for `gate`) and `Chain`,
+/// which runs three steps in sequence on inputs derived from its own.
+fn chain_registries(runs: &Runs, gate: &Gate, running: &Gate) -> Registries {
+    let mut reg = Registries::new();
+    let (runs, gate, running) = (runs.clone(), gate.clone(), running.clone());
+    reg.activity("Step", move |_, input: String| {
+        let (runs, gate, running) = (runs.clone(), gate.clone(), running.clone());
+        async move {
+            runs.count(&input);
+            if input.starts_with("hold") {
+                running.open();
+                gate.wait().await;
+            }
+            Ok(input)
+        }
+    })
+    .orchestration("Chain", |ctx, input| async move {
+        let a = ctx.schedule_activity("Step", format!("{input}-1")).await?;
+        let b = ctx.schedule_activity("Step", format!("{input}-2")).await?;
+        let c = ctx.schedule_activity("Step", format!("{input}-3")).await?;
+        Ok(format!("{a} {b} {c}"))
+    });
+    reg
+}
+
+/// One chain run through the worker queue, so the runtime has seen that `Step` is quick.
+async fn warm_up(env: &Env) {
+    env.client
+        .start_orchestration("warm", "Chain", "warm")
+        .await
+        .unwrap();
+    env.completed("warm").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_quick_activities_runs_inline_and_records_what_the_queue_would() {
+    let (runs, gate, running) = (Runs::default(), Gate::new(), Gate::new());
+    let reg = chain_registries(&runs, &gate, &running);
+    let env = Env::memory(&reg).await;
+    warm_up(&env).await;
+    let warm = env.runtime.metrics_snapshot();
+    // An activity never seen to run goes through the queue first.
+    assert!(warm.worker_dispatcher_items_fetched >= 1, "{warm:?}");
+
+    env.client
+        .start_orchestration("inline", "Chain", "in")
+        .await
+        .unwrap();
+    assert_eq!(env.completed("inline").await, "in-1 in-2 in-3");
+    let after = env.runtime.metrics_snapshot();
+    assert_eq!(
+        after.activity_inline_runs - warm.activity_inline_runs,
+        3,
+        "{after:?}"
+    );
+    assert_eq!(
+        after.worker_dispatcher_items_fetched, warm.worker_dispatcher_items_fetched,
+        "no work item was fetched: {after:?}"
+    );
+    // One fetch (the start) for the whole instance: its four turns committed as one.
+    assert_eq!(
+        after.orch_dispatcher_items_fetched - warm.orch_dispatcher_items_fetched,
+        1,
+        "{after:?}"
+    );
+    for step in ["in-1", "in-2", "in-3"] {
+        assert_eq!(runs.of(step), 1, "{step}");
+    }
+
+    // The same history, event for event, as through the queue.
+    let queued = Env::start(
+        common::memory(),
+        &reg,
+        RuntimeOptions {
+            inline_activity_wait: Duration::ZERO,
+            ..common::options()
+        },
+    )
+    .await;
+    warm_up(&queued).await;
+    queued
+        .client
+        .start_orchestration("inline", "Chain", "in")
+        .await
+        .unwrap();
+    assert_eq!(queued.completed("inline").await, "in-1 in-2 in-3");
+    assert_eq!(queued.runtime.metrics_snapshot().activity_inline_runs, 0);
+    let (inline, through_queue) = (env.history("inline", 1).await, queued.history("inline", 1).await);
+    assert_eq!(kinds(&inline), kinds(&through_queue));
+    let ids = |events: &[duroxide_core::Event]| {
+        events
+            .iter()
+            .map(|e| (e.event_id, e.source_event_id))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&inline), ids(&through_queue));
+    queued.shutdown().await;
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_activity_that_runs_long_is_handed_to_a_worker_not_run_again() {
+    let (runs, gate, running) = (Runs::default(), Gate::new(), Gate::new());
+    let reg = chain_registries(&runs, &gate, &running);
+    let env = Env::memory(&reg).await;
+    warm_up(&env).await;
+    let warm = env.runtime.metrics_snapshot();
+
+    env.client
+        .start_orchestration("long", "Chain", "hold")
+        .await
+        .unwrap();
+    running.wait().await;
+    // Past the inline wait the first turn commits with the step's work item while it still runs.
+    common::recorded(&env.client, "long", "ActivityScheduled").await;
+    gate.open();
+    assert_eq!(env.completed("long").await, "hold-1 hold-2 hold-3");
+    for step in ["hold-1", "hold-2", "hold-3"] {
+        assert_eq!(runs.of(step), 1, "{step} ran once");
+    }
+    let after = env.runtime.metrics_snapshot();
+    // The worker that fetched the first step's item took the inline execution's result.
+    assert!(
+        after.worker_dispatcher_items_fetched > warm.worker_dispatcher_items_fetched,
+        "{after:?}"
+    );
+    assert_eq!(after.activity_success - warm.activity_success, 3, "{after:?}");
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_turn_after_inline_activities_fails_the_instance_once_each() {
+    let (runs, gate, running) = (Runs::default(), Gate::new(), Gate::new());
+    let mut reg = chain_registries(&runs, &gate, &running);
+    reg.orchestration("StepThenPanic", |ctx, _| async move {
+        let first = ctx.schedule_activity("Step", "before-panic").await?;
+        if first == "before-panic" {
+            panic!("exploded after an inline step");
+        }
+        Ok(first)
+    });
+    let env = Env::memory(&reg).await;
+    warm_up(&env).await;
+    let warm = env.runtime.metrics_snapshot();
+
+    env.client
+        .start_orchestration("panics", "StepThenPanic", "")
+        .await
+        .unwrap();
+    let error = env.failed("panics").await;
+    assert!(error.contains("exploded after an inline step"), "{error}");
+    assert_eq!(runs.of("before-panic"), 1);
+    // As through the queue: the turn that panicked appends nothing of its own, only the failure.
+    let history = env.history("panics", 1).await;
+    assert_eq!(
+        kinds(&history),
+        ["OrchestrationStarted", "ActivityScheduled", "OrchestrationFailed"]
+    );
+    let after = env.runtime.metrics_snapshot();
+    assert_eq!(after.activity_success - warm.activity_success, 1, "{after:?}");
+    assert_eq!(after.provider_errors, 0, "{after:?}");
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_an_inline_activity_finish_and_records_its_result() {
+    let (runs, gate, running) = (Runs::default(), Gate::new(), Gate::new());
+    let reg = chain_registries(&runs, &gate, &running);
+    let provider = common::memory();
+    // A long inline wait, so that the shutdown below begins while the step is still inline.
+    let options = RuntimeOptions {
+        inline_activity_wait: Duration::from_secs(60),
+        orchestrator_lock_timeout: Duration::from_secs(60),
+        ..common::options()
+    };
+    let env = Env::start(provider.clone(), &reg, options.clone()).await;
+    warm_up(&env).await;
+
+    env.client
+        .start_orchestration("stopped", "Chain", "hold")
+        .await
+        .unwrap();
+    running.wait().await;
+    let shutdown = tokio::spawn(env.runtime.shutdown(Duration::from_secs(30)));
+    // Shutdown waits for the inline step instead of returning or leaving it to a worker.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown returned with an activity running"
+    );
+    gate.open();
+    shutdown.await.unwrap();
+    let history = common::history(&env.client, "stopped", 1).await;
+    // The step's result was committed before shutdown returned, with the turn that took it (which
+    // scheduled the next step for a worker).
+    assert_eq!(
+        kinds(&history),
+        [
+            "OrchestrationStarted",
+            "ActivityScheduled",
+            "ActivityCompleted",
+            "ActivityScheduled"
+        ]
+    );
+
+    // A new runtime runs the rest, and the first step does not run again.
+    let after = Env::start(provider, &reg, options).await;
+    assert_eq!(after.completed("stopped").await, "hold-1 hold-2 hold-3");
+    assert_eq!(runs.of("hold-1"), 1);
+    after.shutdown().await;
+}
