@@ -80,6 +80,7 @@ fn a_continued_turn_appends_what_a_fetched_turn_would_and_merges_into_one_ack() 
         &OPTIONS,
     ));
     assert!(first.only_schedules_activities(), "{first:?}");
+    assert!(engine.as_ref().unwrap().waits_only_for_activities());
     let completion = echoed(&first);
 
     // In memory, on the engine that ran the first turn.

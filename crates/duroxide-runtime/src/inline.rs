@@ -2,20 +2,21 @@
 //! commits.
 //!
 //! A turn whose only effect is scheduling activities changes nothing anyone else reads
-//! ([`TurnAck::only_schedules_activities`]). When this runtime can run those activities (untagged,
-//! session-less, registered here, accepted by its tag filter, worker capacity free) and they have
-//! been quick so far, the dispatcher keeps the instance locked, runs them, runs the next turn on
-//! their results with the cached engine, and commits both turns as one ack ([`TurnAck::then`]). It
-//! goes on like that while each turn only schedules such activities. The activities' work items are
-//! never stored, fetched or completed: a chain of short activities costs one commit instead of
-//! three round trips per activity.
+//! ([`TurnAck::only_schedules_activities`]). The dispatcher keeps the instance locked, runs those
+//! activities, runs the next turn on their results with the cached engine, and commits both turns
+//! as one ack ([`TurnAck::then`]); it goes on like that while each turn qualifies. That takes:
+//! activities this runtime can run (untagged, session-less, registered here, accepted by its tag
+//! filter, worker capacity free) that have been quick so far, and an orchestration that waits for
+//! nothing else (a timer, event or child arriving meanwhile must not be taken after results that
+//! came later). The activities' work items are never stored, fetched or completed: a chain of short
+//! activities costs one commit instead of three round trips per activity.
 //!
 //! - **Crashes.** Nothing of the chain is stored until its ack commits, and the messages the turn
 //!   was fetched with stay queued until then. Whoever holds the instance next replays the stored
 //!   history and schedules the activities again; activities run at least once anyway.
 //! - **Slow activities.** An activity runs inline only while its recent runs took at most
-//!   [`SHORT`]. One that is still running after `inline_activity_wait` is not run again: the turns so far commit
-//!   with its work item as usual, and the worker that fetches that item takes the running
+//!   [`SHORT`]. One still running after `inline_activity_wait` is not run again: the turns so far
+//!   commit with its work item as usual, and the worker that fetches that item takes the running
 //!   execution's result ([`Detached`]) instead of starting another.
 //! - **Bounds.** A chain commits after [`MAX_TURNS`] turns or [`MAX_CHAIN`], so an instance's
 //!   progress and the messages that reach it (events, cancellation) wait at most that long.
@@ -143,6 +144,12 @@ pub(crate) async fn run_chain(shared: &Arc<Shared>, instance_id: &str, mut decid
         let Some(engine) = decided.engine.take() else {
             break;
         };
+        // Something else it waits for (a timer, an event, a child) may arrive meanwhile, and must
+        // not be taken after results that came later.
+        if !engine.waits_only_for_activities() {
+            decided.engine = Some(engine);
+            break;
+        }
         let Some((works, permit)) = runnable(shared, &decided.ack) else {
             decided.engine = Some(engine);
             break;

@@ -24,7 +24,9 @@
 //!
 //! # Inline activities
 //!
-//! A turn that only schedules activities changes nothing anyone else reads. When this runtime can
+//! A turn that only schedules activities changes nothing anyone else reads. When the orchestration
+//! waits for nothing but activities (no timer, event, queue message or child that could arrive
+//! meanwhile and must be taken first), and this runtime can
 //! run those activities (untagged, without a session, registered here) and their recent runs were
 //! short (a couple of milliseconds; an activity's first run always goes through the worker queue),
 //! the orchestration dispatcher runs them itself while it still holds the instance, runs the next

@@ -236,3 +236,34 @@ async fn shutdown_lets_an_inline_activity_finish_and_records_its_result() {
     assert_eq!(runs.of("hold-1"), 1);
     after.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activities_raced_against_an_event_go_through_the_queue() {
+    // An event raised while the step runs must be able to win: the step is not run inline, where
+    // its result would be taken before the queue is looked at again.
+    let (runs, gate, running) = (Runs::default(), Gate::new(), Gate::new());
+    let mut reg = chain_registries(&runs, &gate, &running);
+    reg.orchestration("StepOrEvent", |ctx, _| async move {
+        let step = ctx.schedule_activity("Step", "raced");
+        match ctx.select2(step, ctx.wait_for_event("go")).await {
+            duroxide_core::Either::Left(step) => step,
+            duroxide_core::Either::Right(event) => Ok(format!("event {event}")),
+        }
+    });
+    let env = Env::memory(&reg).await;
+    warm_up(&env).await;
+    let warm = env.runtime.metrics_snapshot();
+
+    env.client
+        .start_orchestration("race", "StepOrEvent", "")
+        .await
+        .unwrap();
+    assert_eq!(env.completed("race").await, "raced");
+    let after = env.runtime.metrics_snapshot();
+    assert_eq!(after.activity_inline_runs, warm.activity_inline_runs, "{after:?}");
+    assert!(
+        after.worker_dispatcher_items_fetched > warm.worker_dispatcher_items_fetched,
+        "{after:?}"
+    );
+    env.shutdown().await;
+}

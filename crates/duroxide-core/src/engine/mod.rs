@@ -210,6 +210,17 @@ impl ReplayEngine {
         self.started
     }
 
+    /// Whether everything the code still waits for is an activity (no timer, event, queue message
+    /// or sub-orchestration). Then nothing but those activities' results can change what it does
+    /// next, so a runtime may run them and the next turn before looking at the queue again.
+    pub fn waits_only_for_activities(&self) -> bool {
+        self.lock()
+            .slots
+            .values()
+            .filter(|slot| slot.result.is_none() && !slot.abandoned)
+            .all(|slot| slot.kind == state::SlotKind::Activity)
+    }
+
     fn lock(&self) -> MutexGuard<'_, ExecState> {
         lock(&self.state)
     }
