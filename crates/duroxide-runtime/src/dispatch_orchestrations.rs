@@ -13,7 +13,6 @@ use duroxide_core::{ErrorDetails, ErrorKind};
 
 use crate::cache::{Cached, HistoryPrint};
 use crate::client::OrchestrationState;
-use crate::held;
 use crate::inline::{self, Decided};
 use crate::metrics::Metrics;
 use crate::pending_acks::{PendingAck, PendingAcks};
@@ -76,10 +75,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             Ok(Some(fetched)) => {
                 backoff.reset();
                 Metrics::inc(&shared.metrics.orch_dispatcher_items_fetched);
-                match handle(&shared, fetched, acks.may_hold()).await {
-                    Some(Next::Commit(ack)) => acks.push(ack),
-                    Some(Next::Held(held)) => acks.push_held(held),
-                    None => {}
+                if let Some(ack) = handle(&shared, fetched).await {
+                    acks.push(ack);
                 }
             }
             Ok(None) => backoff.reset(),
@@ -116,18 +113,9 @@ fn guarded(turn: impl FnOnce() -> Option<TurnDecision>) -> Ran {
     }
 }
 
-/// What a slot does after running a turn.
-enum Next {
-    /// Await this commit (alongside the slot's next items).
-    Commit(PendingAck),
-    /// The instance is held until its timer fires (`held`); this ends with its commit.
-    Held(PendingAck),
-}
-
 /// Runs the fetched item's turn; returns its commit, for the caller to await (an abandon is done
-/// before returning). `may_hold`: the slot has room for another held instance.
-async fn handle(shared: &Arc<Shared>, fetched: CachedFetch, may_hold: bool) -> Option<Next> {
-    let fetched_at = std::time::Instant::now();
+/// before returning).
+async fn handle(shared: &Arc<Shared>, fetched: CachedFetch) -> Option<PendingAck> {
     let CachedFetch {
         mut item,
         omitted_history_len,
@@ -196,16 +184,38 @@ async fn handle(shared: &Arc<Shared>, fetched: CachedFetch, may_hold: bool) -> O
                 ack: *ack,
                 engine,
                 reports: vec![report],
-                fetched_at,
             };
-            let decided = inline::run_chain(shared, &item.instance_id, decided).await;
-            if may_hold {
-                if let Some(timer) = held::holdable(shared, &item.instance_id, &decided) {
-                    let held = held::hold(shared.clone(), item, decided, timer, print);
-                    return Some(Next::Held(Box::pin(held)));
-                }
+            let Decided { ack, engine, reports } =
+                inline::run_chain(shared, &item.instance_id, decided).await;
+            let cancels = ack.cancel_activities.clone();
+            let wakes_waiters = changes_what_waiters_read(&ack);
+            let finished = finished_state(&item, &ack);
+            // Cache the engine before committing: the commit releases the instance lock, and the
+            // instance's next turn may be fetched at once (a fast activity) — it must find the engine.
+            // Until then the lock keeps everyone else away. An engine whose turn did not commit is
+            // ahead of the stored history, which `process_item` detects; it is dropped anyway.
+            if let Some(engine) = engine {
+                let print = print.map(|print| print.extend(&ack.history));
+                shared
+                    .cache
+                    .put(item.instance_id.clone(), Cached { engine, print });
             }
-            Some(Next::Commit(settle(shared, item, decided, print)))
+            let shared = shared.clone();
+            Some(Box::pin(async move {
+                if commit(&shared, &item, ack).await {
+                    shared.cancel_local(&cancels);
+                    for report in &reports {
+                        record(&shared, &item, report);
+                    }
+                    if let Some(state) = finished {
+                        notify::instance_finished(&shared.provider, &item.instance_id, state);
+                    } else if wakes_waiters {
+                        notify::instance_changed(&item.instance_id);
+                    }
+                } else {
+                    drop(shared.cache.take(&item.instance_id));
+                }
+            }))
         }
         TurnDecision::Abandon { delay, reason } => {
             tracing::warn!(target: "duroxide::runtime", instance_id = %item.instance_id, attempt = item.attempt, "{reason}; retrying in {} ms", delay.as_millis());
@@ -220,48 +230,6 @@ async fn handle(shared: &Arc<Shared>, fetched: CachedFetch, may_hold: bool) -> O
             None
         }
     }
-}
-
-/// Caches the decided turns' engine and returns their commit, which then records and announces
-/// what they did.
-pub(crate) fn settle(
-    shared: &Arc<Shared>,
-    item: OrchestrationItem,
-    decided: Decided,
-    print: Option<HistoryPrint>,
-) -> PendingAck {
-    let Decided {
-        ack, engine, reports, ..
-    } = decided;
-    let cancels = ack.cancel_activities.clone();
-    let wakes_waiters = changes_what_waiters_read(&ack);
-    let finished = finished_state(&item, &ack);
-    // Cache the engine before committing: the commit releases the instance lock, and the
-    // instance's next turn may be fetched at once (a fast activity) — it must find the engine.
-    // Until then the lock keeps everyone else away. An engine whose turn did not commit is
-    // ahead of the stored history, which `process_item` detects; it is dropped anyway.
-    if let Some(engine) = engine {
-        let print = print.map(|print| print.extend(&ack.history));
-        shared
-            .cache
-            .put(item.instance_id.clone(), Cached { engine, print });
-    }
-    let shared = shared.clone();
-    Box::pin(async move {
-        if commit(&shared, &item, ack).await {
-            shared.cancel_local(&cancels);
-            for report in &reports {
-                record(&shared, &item, report);
-            }
-            if let Some(state) = finished {
-                notify::instance_finished(&shared.provider, &item.instance_id, state);
-            } else if wakes_waiters {
-                notify::instance_changed(&item.instance_id);
-            }
-        } else {
-            drop(shared.cache.take(&item.instance_id));
-        }
-    })
 }
 
 /// Whether a committed turn changes what a waiting client reads: the status (a terminal or

@@ -50,7 +50,7 @@ use crate::runtime::Shared;
 pub(crate) const SHORT: Duration = Duration::from_millis(2);
 /// Most turns committed together.
 pub(crate) const MAX_TURNS: usize = 64;
-/// Longest an instance is held from its fetch running activities inline before its turns commit.
+/// Longest a chain of inline turns keeps the instance before committing.
 pub(crate) const MAX_CHAIN: Duration = Duration::from_millis(100);
 /// How long a detached result waits for the worker that fetches its item, in case this process's
 /// workers never do (another process took the item, or the ack that stores it failed).
@@ -124,35 +124,23 @@ impl Inline {
     }
 }
 
-/// Turns decided and not yet committed: their ack and engine, the report of each, and when the
-/// instance was fetched (what bounds how long it is held).
+/// A turn decided and not yet committed: its ack and engine, and the reports of every turn in it.
 pub(crate) struct Decided {
     pub ack: TurnAck,
     pub engine: Option<ReplayEngine>,
     pub reports: Vec<TurnReport>,
-    pub fetched_at: Instant,
-}
-
-impl Decided {
-    /// How much longer the instance may be held before its turns commit: `limit` from its fetch,
-    /// and never past a quarter of its lock (which nothing renews meanwhile).
-    pub fn time_left(&self, shared: &Shared, limit: Duration) -> Duration {
-        let limit = limit.min(shared.options.orchestrator_lock_timeout / 4);
-        limit.saturating_sub(self.fetched_at.elapsed())
-    }
 }
 
 /// Runs the activities of `decided`'s turn inline and the turns after it, while they qualify (see
 /// the module doc); returns the turns to commit as one.
 pub(crate) async fn run_chain(shared: &Arc<Shared>, instance_id: &str, mut decided: Decided) -> Decided {
-    let wait = shared
-        .options
-        .inline_activity_wait
-        .min(shared.options.orchestrator_lock_timeout / 4);
-    while decided.reports.len() < MAX_TURNS
-        && !decided.time_left(shared, MAX_CHAIN).is_zero()
-        && !shared.stopping()
-    {
+    let began = Instant::now();
+    // Well inside the instance's lock, which nothing renews meanwhile.
+    let quarter_lock = shared.options.orchestrator_lock_timeout / 4;
+    let wait = shared.options.inline_activity_wait.min(quarter_lock);
+    let chain_limit = MAX_CHAIN.min(quarter_lock);
+    let mut turns = 1;
+    while turns < MAX_TURNS && began.elapsed() < chain_limit && !shared.stopping() {
         let Some(engine) = decided.engine.take() else {
             break;
         };
@@ -207,6 +195,7 @@ pub(crate) async fn run_chain(shared: &Arc<Shared>, instance_id: &str, mut decid
         decided.ack = std::mem::take(&mut decided.ack).then(next);
         decided.engine = engine;
         decided.reports.push(report);
+        turns += 1;
     }
     decided
 }

@@ -43,16 +43,6 @@
 //!   commits with its work item, and the worker that fetches the item takes the running execution's
 //!   result. Inline activities count against `worker_concurrency`.
 //! - `MetricsSnapshot::activity_inline_runs` counts them; `inline_activity_wait = 0` turns them off.
-//!
-//! # Held timers
-//!
-//! Likewise a turn whose only effect is a timer due within `timer_hold` (100 ms) of the instance's
-//! fetch, in an orchestration that waits for nothing else, is not stored: the instance stays locked
-//! (the dispatcher slot goes on with other work) until the timer fires, and the turn that set it
-//! commits with the turn that takes it. A crash in between loses both turns, and the instance sets
-//! the timer again when it replays, so a timer fires no earlier than asked, only later. When the
-//! runtime stops, held instances commit at once with their timers stored.
-//! `MetricsSnapshot::timers_held` counts them; `timer_hold = 0` turns holding off.
 
 mod activity;
 mod cache;
@@ -60,7 +50,6 @@ mod cancel;
 mod client;
 mod dispatch_activities;
 mod dispatch_orchestrations;
-mod held;
 mod inline;
 mod logging;
 mod metrics;

@@ -45,7 +45,6 @@ counters!(
     activity_config_errors,
     activity_poison,
     activity_inline_runs,
-    timers_held,
     orch_dispatcher_items_fetched,
     worker_dispatcher_items_fetched,
     orch_continue_as_new,

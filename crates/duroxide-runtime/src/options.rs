@@ -77,11 +77,6 @@ pub struct RuntimeOptions {
     /// the crate docs on inline activities). Capped at a quarter of `orchestrator_lock_timeout`.
     /// Zero: every activity goes through the worker queue.
     pub inline_activity_wait: Duration,
-    /// A timer due within this long of the fetch of its instance (and within a quarter of
-    /// `orchestrator_lock_timeout`), in an orchestration waiting for nothing else, is waited out in
-    /// memory with the instance held, and the turn that sets it commits with the turn that takes it
-    /// (see the crate docs). Zero: every timer is stored.
-    pub timer_hold: Duration,
 }
 
 impl Default for RuntimeOptions {
@@ -104,7 +99,6 @@ impl Default for RuntimeOptions {
             cache_max_instances: 4096,
             cache_max_events: 2_000_000,
             inline_activity_wait: Duration::from_millis(20),
-            timer_hold: Duration::from_millis(100),
         }
     }
 }

@@ -6,9 +6,6 @@
 //! does once it answers (caching, notifying waiters) is part of its future, so nothing else needs to
 //! wait for it; an instance stays locked until its turn's ack commits, so its next turn cannot start
 //! early.
-//!
-//! A slot's held instances (`held`: locked until a short timer fires, then committed) are tasks of
-//! their own too, not counted among the acks in flight; the slot waits for them when it ends.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,21 +20,15 @@ pub(crate) type PendingAck = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// How many of a slot's acks may be outstanding when it takes its next item.
 const MAX_IN_FLIGHT: usize = 4;
 
-/// Most instances one slot holds while their short timers run (`held`).
-const MAX_HELD: usize = 256;
-
-/// The acks of one slot, each on a task of its own, and the instances it holds until their timers
-/// fire (each ends with its commit).
+/// The acks of one slot, each on a task of its own.
 #[derive(Default)]
 pub(crate) struct PendingAcks {
     tasks: JoinSet<()>,
-    held: JoinSet<()>,
 }
 
 impl PendingAcks {
     /// Forgets the acks that finished, and waits while [`MAX_IN_FLIGHT`] are still running.
     pub(crate) async fn make_room(&mut self) {
-        while self.held.try_join_next().is_some() {}
         while self.tasks.try_join_next().is_some() {}
         if self.tasks.len() >= MAX_IN_FLIGHT {
             self.tasks.join_next().await;
@@ -48,29 +39,13 @@ impl PendingAcks {
         self.tasks.spawn(ack);
     }
 
-    /// Whether the slot may hold another instance until its timer fires.
-    pub(crate) fn may_hold(&self) -> bool {
-        self.held.len() < MAX_HELD
-    }
-
-    /// A held instance: it waits for its timer (or the runtime's stop), then commits.
-    pub(crate) fn push_held(&mut self, held: PendingAck) {
-        self.held.spawn(held);
-    }
-
     /// Waits for every ack, until `hard_stop`: then the rest are dropped, and their items are
     /// fetched again once their locks expire (activities run at least once; a turn runs again from
     /// the stored history).
     pub(crate) async fn finish(mut self, hard_stop: &CancelSignal) {
         tokio::select! {
-            () = async {
-                while self.held.join_next().await.is_some() {}
-                while self.tasks.join_next().await.is_some() {}
-            } => {}
-            () = hard_stop.cancelled() => {
-                self.held.abort_all();
-                self.tasks.abort_all();
-            }
+            () = async { while self.tasks.join_next().await.is_some() {} } => {}
+            () = hard_stop.cancelled() => self.tasks.abort_all(),
         }
     }
 }

@@ -214,21 +214,11 @@ impl ReplayEngine {
     /// or sub-orchestration). Then nothing but those activities' results can change what it does
     /// next, so a runtime may run them and the next turn before looking at the queue again.
     pub fn waits_only_for_activities(&self) -> bool {
-        self.waits_only_for(state::SlotKind::Activity)
-    }
-
-    /// Whether everything the code still waits for is a timer: then nothing but the timers firing
-    /// can change what it does next.
-    pub fn waits_only_for_timers(&self) -> bool {
-        self.waits_only_for(state::SlotKind::Timer)
-    }
-
-    fn waits_only_for(&self, kind: state::SlotKind) -> bool {
         self.lock()
             .slots
             .values()
             .filter(|slot| slot.result.is_none() && !slot.abandoned)
-            .all(|slot| slot.kind == kind)
+            .all(|slot| slot.kind == state::SlotKind::Activity)
     }
 
     fn lock(&self) -> MutexGuard<'_, ExecState> {

@@ -60,7 +60,6 @@ class MetricsSnapshot(Mapping):
     activity_config_errors: int
     activity_poison: int
     activity_inline_runs: int
-    timers_held: int
     orch_dispatcher_items_fetched: int
     worker_dispatcher_items_fetched: int
     orch_continue_as_new: int
