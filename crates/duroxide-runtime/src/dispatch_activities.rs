@@ -123,9 +123,12 @@ async fn execute(shared: &Arc<Shared>, lease: WorkItemLease) -> Option<PendingAc
         Some(detached) => {
             let result = detached.result;
             let outcome: ActivityFuture = Box::pin(async move {
-                result
-                    .await
-                    .map_err(|_| "the activity's inline execution was dropped".to_string())?
+                match result.await {
+                    Ok(outcome) => outcome,
+                    // Dropped only at the hard stop, which ends this wait too and hands the item
+                    // back: that is no outcome of the activity.
+                    Err(_) => std::future::pending().await,
+                }
             });
             (detached.cancel, CatchPanic(outcome), None)
         }
@@ -189,10 +192,12 @@ async fn execute(shared: &Arc<Shared>, lease: WorkItemLease) -> Option<PendingAc
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&lease.activity);
-    drop(permit);
-    if outcome.is_some() {
+    // Only a run of this slot's own says how long the activity takes (a detached execution's
+    // driver records its whole run).
+    if outcome.is_some() && permit.is_some() {
         shared.inline.record_time(&name, started.elapsed());
     }
+    drop(permit);
     let Some(result) = outcome else {
         // Shutdown timed out: hand the item back so another runtime runs it at once.
         cancel.cancel();
