@@ -25,6 +25,8 @@ pub struct Totals {
     pub instances: usize,
     pub activities: usize,
     pub reruns: usize,
+    /// Activities the runtimes ran inline (no work item).
+    pub inline: u64,
 }
 
 /// The fault mix of a seed: the moderate mix, scaled by a seed-chosen factor between 0.5 and 2.
@@ -81,9 +83,13 @@ pub async fn run_seed(store: Store, seed: u64, scale: Scale, totals: &mut Totals
     let context = format!("chaos {label} seed {seed:#x} ({stats})");
     let verdict = super::check(&client, &specs, &effects.counts(), Some(&touched), &context).await;
     monitor.assert_clean();
+    let inline: u64 = runtimes
+        .iter()
+        .map(|r| r.metrics_snapshot().activity_inline_runs)
+        .sum();
     eprintln!(
-        "chaos {label} seed {seed:#x}: ok — {} instances, {} activities ({} re-ran after faults), {} lock \
-         hand-outs; faults: {stats}",
+        "chaos {label} seed {seed:#x}: ok — {} instances, {} activities ({} re-ran after faults, {inline} \
+         ran inline), {} lock hand-outs; faults: {stats}",
         verdict.instances,
         verdict.activities,
         verdict.rerun_activities,
@@ -99,6 +105,7 @@ pub async fn run_seed(store: Store, seed: u64, scale: Scale, totals: &mut Totals
     totals.instances += verdict.instances;
     totals.activities += verdict.activities;
     totals.reruns += verdict.rerun_activities;
+    totals.inline += inline;
 }
 
 pub fn env_u64(name: &str) -> Option<u64> {
@@ -141,13 +148,14 @@ pub async fn run(new_store: fn() -> Store, ci_seeds: &[u64], scale: Scale) {
         }
     }
     eprintln!(
-        "chaos ({}) summary: {} seeds, {} instances, {} activities ({} re-ran), {} lock hand-outs checked; \
-         faults injected and survived: {}",
+        "chaos ({}) summary: {} seeds, {} instances, {} activities ({} re-ran, {} ran inline), {} lock \
+         hand-outs checked; faults injected and survived: {}",
         totals.label,
         totals.seeds,
         totals.instances,
         totals.activities,
         totals.reruns,
+        totals.inline,
         totals.handouts,
         totals.faults
     );
