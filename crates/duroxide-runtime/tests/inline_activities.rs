@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{kinds, Env, Gate, Registries};
-use duroxide_runtime::RuntimeOptions;
+use duroxide_core::Provider;
+use duroxide_runtime::{MetricsSnapshot, RuntimeOptions};
 
 /// How many times each activity input ran.
 #[derive(Clone, Default)]
@@ -25,29 +26,53 @@ impl Runs {
     }
 }
 
-/// `Step` (counted, quick unless its input starts with "hold", which waits for `gate`) and `Chain`,
-/// which runs three steps in sequence on inputs derived from its own.
-fn chain_registries(runs: &Runs, gate: &Gate, running: &Gate) -> Registries {
-    let mut reg = Registries::new();
-    let (runs, gate, running) = (runs.clone(), gate.clone(), running.clone());
-    reg.activity("Step", move |_, input: String| {
-        let (runs, gate, running) = (runs.clone(), gate.clone(), running.clone());
-        async move {
-            runs.count(&input);
-            if input.starts_with("hold") {
-                running.open();
-                gate.wait().await;
+/// The steps every test runs: `Step` (counted, quick unless its input starts with "hold", which
+/// opens `running` and waits for `gate`) and `Chain`, which runs three steps in sequence on inputs
+/// derived from its own. Tests add orchestrations to `reg`.
+struct Steps {
+    runs: Runs,
+    gate: Gate,
+    running: Gate,
+    reg: Registries,
+}
+
+impl Steps {
+    fn new() -> Steps {
+        let (runs, gate, running) = (Runs::default(), Gate::new(), Gate::new());
+        let mut reg = Registries::new();
+        let (counted, held, announce) = (runs.clone(), gate.clone(), running.clone());
+        reg.activity("Step", move |_, input: String| {
+            let (runs, gate, running) = (counted.clone(), held.clone(), announce.clone());
+            async move {
+                runs.count(&input);
+                if input.starts_with("hold") {
+                    running.open();
+                    gate.wait().await;
+                }
+                Ok(input)
             }
-            Ok(input)
+        })
+        .orchestration("Chain", |ctx, input| async move {
+            let a = ctx.schedule_activity("Step", format!("{input}-1")).await?;
+            let b = ctx.schedule_activity("Step", format!("{input}-2")).await?;
+            let c = ctx.schedule_activity("Step", format!("{input}-3")).await?;
+            Ok(format!("{a} {b} {c}"))
+        });
+        Steps {
+            runs,
+            gate,
+            running,
+            reg,
         }
-    })
-    .orchestration("Chain", |ctx, input| async move {
-        let a = ctx.schedule_activity("Step", format!("{input}-1")).await?;
-        let b = ctx.schedule_activity("Step", format!("{input}-2")).await?;
-        let c = ctx.schedule_activity("Step", format!("{input}-3")).await?;
-        Ok(format!("{a} {b} {c}"))
-    });
-    reg
+    }
+
+    /// A runtime on `provider` that has warmed up, and its counters after the warm-up.
+    async fn warmed(&self, provider: Arc<dyn Provider>, options: RuntimeOptions) -> (Env, MetricsSnapshot) {
+        let env = Env::start(provider, &self.reg, options).await;
+        warm_up(&env).await;
+        let warm = env.runtime.metrics_snapshot();
+        (env, warm)
+    }
 }
 
 /// Runs chains until one runs all its steps inline: the first step ever goes through the worker
@@ -70,11 +95,8 @@ async fn warm_up(env: &Env) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_of_quick_activities_runs_inline_and_records_what_the_queue_would() {
-    let (runs, gate, running) = (Runs::default(), Gate::new(), Gate::new());
-    let reg = chain_registries(&runs, &gate, &running);
-    let env = Env::memory(&reg).await;
-    warm_up(&env).await;
-    let warm = env.runtime.metrics_snapshot();
+    let steps = Steps::new();
+    let (env, warm) = steps.warmed(common::memory(), common::options()).await;
     // An activity never seen to run goes through the queue first.
     assert!(warm.worker_dispatcher_items_fetched >= 1, "{warm:?}");
 
@@ -100,13 +122,13 @@ async fn a_chain_of_quick_activities_runs_inline_and_records_what_the_queue_woul
         "{after:?}"
     );
     for step in ["in-1", "in-2", "in-3"] {
-        assert_eq!(runs.of(step), 1, "{step}");
+        assert_eq!(steps.runs.of(step), 1, "{step}");
     }
 
     // The same history, event for event, as through the queue.
     let queued = Env::start(
         common::memory(),
-        &reg,
+        &steps.reg,
         RuntimeOptions {
             inline_activity_wait: Duration::ZERO,
             ..common::options()
@@ -141,23 +163,20 @@ async fn a_chain_of_quick_activities_runs_inline_and_records_what_the_queue_woul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inline_activity_that_runs_long_is_handed_to_a_worker_not_run_again() {
-    let (runs, gate, running) = (Runs::default(), Gate::new(), Gate::new());
-    let reg = chain_registries(&runs, &gate, &running);
-    let env = Env::memory(&reg).await;
-    warm_up(&env).await;
-    let warm = env.runtime.metrics_snapshot();
+    let steps = Steps::new();
+    let (env, warm) = steps.warmed(common::memory(), common::options()).await;
 
     env.client
         .start_orchestration("long", "Chain", "hold")
         .await
         .unwrap();
-    running.wait().await;
+    steps.running.wait().await;
     // Past the inline wait the first turn commits with the step's work item while it still runs.
     common::recorded(&env.client, "long", "ActivityScheduled").await;
-    gate.open();
+    steps.gate.open();
     assert_eq!(env.completed("long").await, "hold-1 hold-2 hold-3");
     for step in ["hold-1", "hold-2", "hold-3"] {
-        assert_eq!(runs.of(step), 1, "{step} ran once");
+        assert_eq!(steps.runs.of(step), 1, "{step} ran once");
     }
     let after = env.runtime.metrics_snapshot();
     // The worker that fetched the first step's item took the inline execution's result.
@@ -171,18 +190,15 @@ async fn an_inline_activity_that_runs_long_is_handed_to_a_worker_not_run_again()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_the_turn_after_inline_activities_fails_the_instance_once_each() {
-    let (runs, gate, running) = (Runs::default(), Gate::new(), Gate::new());
-    let mut reg = chain_registries(&runs, &gate, &running);
-    reg.orchestration("StepThenPanic", |ctx, _| async move {
+    let mut steps = Steps::new();
+    steps.reg.orchestration("StepThenPanic", |ctx, _| async move {
         let first = ctx.schedule_activity("Step", "before-panic").await?;
         if first == "before-panic" {
             panic!("exploded after an inline step");
         }
         Ok(first)
     });
-    let env = Env::memory(&reg).await;
-    warm_up(&env).await;
-    let warm = env.runtime.metrics_snapshot();
+    let (env, warm) = steps.warmed(common::memory(), common::options()).await;
 
     env.client
         .start_orchestration("panics", "StepThenPanic", "")
@@ -190,7 +206,7 @@ async fn a_panic_in_the_turn_after_inline_activities_fails_the_instance_once_eac
         .unwrap();
     let error = env.failed("panics").await;
     assert!(error.contains("exploded after an inline step"), "{error}");
-    assert_eq!(runs.of("before-panic"), 1);
+    assert_eq!(steps.runs.of("before-panic"), 1);
     // As through the queue: the turn that panicked appends nothing of its own, only the failure.
     let history = env.history("panics", 1).await;
     assert_eq!(
@@ -205,8 +221,7 @@ async fn a_panic_in_the_turn_after_inline_activities_fails_the_instance_once_eac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_an_inline_activity_finish_and_records_its_result() {
-    let (runs, gate, running) = (Runs::default(), Gate::new(), Gate::new());
-    let reg = chain_registries(&runs, &gate, &running);
+    let steps = Steps::new();
     let provider = common::memory();
     // A long inline wait, so that the shutdown below begins while the step is still inline.
     let options = RuntimeOptions {
@@ -214,14 +229,13 @@ async fn shutdown_lets_an_inline_activity_finish_and_records_its_result() {
         orchestrator_lock_timeout: Duration::from_secs(60),
         ..common::options()
     };
-    let env = Env::start(provider.clone(), &reg, options.clone()).await;
-    warm_up(&env).await;
+    let (env, _) = steps.warmed(provider.clone(), options.clone()).await;
 
     env.client
         .start_orchestration("stopped", "Chain", "hold")
         .await
         .unwrap();
-    running.wait().await;
+    steps.running.wait().await;
     let shutdown = tokio::spawn(env.runtime.shutdown(Duration::from_secs(30)));
     // Shutdown waits for the inline step instead of returning or leaving it to a worker.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -229,7 +243,7 @@ async fn shutdown_lets_an_inline_activity_finish_and_records_its_result() {
         !shutdown.is_finished(),
         "shutdown returned with an activity running"
     );
-    gate.open();
+    steps.gate.open();
     shutdown.await.unwrap();
     let history = common::history(&env.client, "stopped", 1).await;
     // The step's result was committed before shutdown returned, with the turn that took it (which
@@ -245,9 +259,9 @@ async fn shutdown_lets_an_inline_activity_finish_and_records_its_result() {
     );
 
     // A new runtime runs the rest, and the first step does not run again.
-    let after = Env::start(provider, &reg, options).await;
+    let after = Env::start(provider, &steps.reg, options).await;
     assert_eq!(after.completed("stopped").await, "hold-1 hold-2 hold-3");
-    assert_eq!(runs.of("hold-1"), 1);
+    assert_eq!(steps.runs.of("hold-1"), 1);
     after.shutdown().await;
 }
 
@@ -255,18 +269,15 @@ async fn shutdown_lets_an_inline_activity_finish_and_records_its_result() {
 async fn activities_raced_against_an_event_go_through_the_queue() {
     // An event raised while the step runs must be able to win: the step is not run inline, where
     // its result would be taken before the queue is looked at again.
-    let (runs, gate, running) = (Runs::default(), Gate::new(), Gate::new());
-    let mut reg = chain_registries(&runs, &gate, &running);
-    reg.orchestration("StepOrEvent", |ctx, _| async move {
+    let mut steps = Steps::new();
+    steps.reg.orchestration("StepOrEvent", |ctx, _| async move {
         let step = ctx.schedule_activity("Step", "raced");
         match ctx.select2(step, ctx.wait_for_event("go")).await {
             duroxide_core::Either::Left(step) => step,
             duroxide_core::Either::Right(event) => Ok(format!("event {event}")),
         }
     });
-    let env = Env::memory(&reg).await;
-    warm_up(&env).await;
-    let warm = env.runtime.metrics_snapshot();
+    let (env, warm) = steps.warmed(common::memory(), common::options()).await;
 
     env.client
         .start_orchestration("race", "StepOrEvent", "")
