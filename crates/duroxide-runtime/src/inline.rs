@@ -144,13 +144,7 @@ pub(crate) async fn run_chain(shared: &Arc<Shared>, instance_id: &str, mut decid
         let Some(engine) = decided.engine.take() else {
             break;
         };
-        // Something else it waits for (a timer, an event, a child) may arrive meanwhile, and must
-        // not be taken after results that came later.
-        if !engine.waits_only_for_activities() {
-            decided.engine = Some(engine);
-            break;
-        }
-        let Some((works, permit)) = runnable(shared, &decided.ack) else {
+        let Some((works, permit)) = runnable(shared, &decided.ack, &engine) else {
             decided.engine = Some(engine);
             break;
         };
@@ -201,11 +195,23 @@ pub(crate) async fn run_chain(shared: &Arc<Shared>, instance_id: &str, mut decid
 }
 
 /// The decoded activities of a turn that may run inline, with the worker permits they take.
-fn runnable(shared: &Arc<Shared>, ack: &TurnAck) -> Option<(Vec<ActivityWork>, OwnedSemaphorePermit)> {
+/// The cheap checks come first: most turns schedule nothing, and a fan-out more than the free
+/// worker capacity.
+fn runnable(
+    shared: &Arc<Shared>,
+    ack: &TurnAck,
+    engine: &ReplayEngine,
+) -> Option<(Vec<ActivityWork>, OwnedSemaphorePermit)> {
     if shared.options.inline_activity_wait.is_zero()
         || !ack.only_schedules_activities()
         || !shared.options.worker_tag_filter.accepts(None)
+        || ack.worker_items.len() > shared.activity_permits.available_permits()
     {
+        return None;
+    }
+    // Something else it waits for (a timer, an event, a child) may arrive meanwhile, and must not
+    // be taken after results that came later.
+    if !engine.waits_only_for_activities() {
         return None;
     }
     let mut works = Vec::with_capacity(ack.worker_items.len());
