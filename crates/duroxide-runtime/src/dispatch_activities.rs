@@ -10,7 +10,7 @@ use duroxide_core::message::ActivityWork;
 use duroxide_core::provider::{NewMessage, ProviderErrorKind, SessionRouting, WorkItemLease, WorkerFetch};
 use duroxide_core::{ErrorDetails, ErrorKind, OrchestratorMessage};
 
-use crate::activity::{ActivityContext, ActivityFuture};
+use crate::activity::{ActivityContext, ActivityFuture, ActivityHandler};
 use crate::cancel::CancelSignal;
 use crate::dispatch_orchestrations::{panic_message, ErrorBackoff};
 use crate::metrics::Metrics;
@@ -130,7 +130,7 @@ async fn execute(shared: &Arc<Shared>, lease: WorkItemLease) -> Option<PendingAc
                     Err(_) => std::future::pending().await,
                 }
             });
-            (detached.cancel, CatchPanic(outcome), None)
+            (detached.cancel, outcome, None)
         }
         None => {
             let Some(handler) = shared.activities.get(&work.name) else {
@@ -145,16 +145,8 @@ async fn execute(shared: &Arc<Shared>, lease: WorkItemLease) -> Option<PendingAc
             // `worker_concurrency`.
             let permit = shared.activity_permits.clone().acquire_owned().await.ok();
             let cancel = CancelSignal::default();
-            let ctx = ActivityContext {
-                work: Arc::new(work),
-                worker_id: Arc::from(shared.node_id.as_str()),
-                attempt: lease.attempt,
-                cancel: cancel.clone(),
-                provider: shared.provider.clone(),
-            };
-            let input = ctx.work.input.clone();
-            // A panicking activity fails that activity rather than this worker slot.
-            (cancel, CatchPanic(handler.invoke(ctx, input)), permit)
+            let activity = invoke(shared, handler, Arc::new(work), lease.attempt, cancel.clone());
+            (cancel, activity, permit)
         }
     };
     let started = std::time::Instant::now();
@@ -171,9 +163,7 @@ async fn execute(shared: &Arc<Shared>, lease: WorkItemLease) -> Option<PendingAc
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
     let outcome = loop {
         tokio::select! {
-            joined = &mut activity => break Some(joined.unwrap_or_else(|panic| {
-                Err(format!("activity panicked: {}", panic_message(panic.as_ref())))
-            })),
+            outcome = &mut activity => break Some(outcome),
             _ = ticker.tick(), if !cancel.is_cancelled() => {
                 match shared.provider.renew_work_item_lock(&lease.lock_token, shared.options.worker_lock_timeout).await {
                     Ok(()) => {}
@@ -219,9 +209,34 @@ async fn execute(shared: &Arc<Shared>, lease: WorkItemLease) -> Option<PendingAc
     }))
 }
 
+/// Starts the activity `work` names with `handler` (the worker slot's run and an inline one alike):
+/// a panic in it becomes its failure rather than unwinding into the dispatcher.
+pub(crate) fn invoke(
+    shared: &Shared,
+    handler: Arc<dyn ActivityHandler>,
+    work: Arc<ActivityWork>,
+    attempt: u32,
+    cancel: CancelSignal,
+) -> ActivityFuture {
+    let input = work.input.clone();
+    let ctx = ActivityContext {
+        work,
+        worker_id: Arc::from(shared.node_id.as_str()),
+        attempt,
+        cancel,
+        provider: shared.provider.clone(),
+    };
+    let activity = CatchPanic(handler.invoke(ctx, input));
+    Box::pin(async move {
+        activity
+            .await
+            .unwrap_or_else(|panic| Err(format!("activity panicked: {}", panic_message(panic.as_ref()))))
+    })
+}
+
 /// Polls an activity's future, turning a panic into an error instead of unwinding into the
 /// dispatcher. (Cheaper than a task of its own per activity, which costs a spawn and a wake-up.)
-pub(crate) struct CatchPanic(pub ActivityFuture);
+struct CatchPanic(ActivityFuture);
 
 impl std::future::Future for CatchPanic {
     type Output = Result<Result<String, String>, Box<dyn std::any::Any + Send>>;

@@ -131,11 +131,7 @@ async fn handle(shared: &Arc<Shared>, fetched: CachedFetch) -> Option<PendingAck
         .filter(|cached| cached.saw(stored_print));
     // The print of the history this turn runs on, to extend with what it appends.
     let mut print = stored_print.or_else(|| cached.as_ref().and_then(|cached| cached.print));
-    let options = TurnOptions {
-        now_ms: now_ms(),
-        entropy: entropy(),
-        max_attempts: shared.options.max_attempts,
-    };
+    let options = turn_options(shared);
     let mut ran = match omitted_history_len {
         Some(stored_len) => match cached.take() {
             Some(cached) => guarded(|| process_cached_item(&item, cached.engine, stored_len, &options)),
@@ -259,10 +255,19 @@ fn finished_state(item: &OrchestrationItem, ack: &TurnAck) -> Option<Orchestrati
     Some(OrchestrationState::from_instance(status, Some(output), custom))
 }
 
+/// What a turn starting now takes from outside the core: the time, fresh entropy, the attempt cap.
+pub(crate) fn turn_options(shared: &Shared) -> TurnOptions {
+    TurnOptions {
+        now_ms: now_ms(),
+        entropy: entropy(),
+        max_attempts: shared.options.max_attempts,
+    }
+}
+
 /// Fresh random bits for a turn's `new_guid`: a per-thread generator seeded once from the OS, so a
 /// turn costs no system call. (SplitMix64: unique per draw within a thread, unpredictable across
 /// processes through the random seed — all `new_guid` needs.)
-pub(crate) fn entropy() -> u64 {
+fn entropy() -> u64 {
     use std::cell::Cell;
     thread_local! {
         static STATE: Cell<u64> = Cell::new(uuid::Uuid::new_v4().as_u64_pair().0);

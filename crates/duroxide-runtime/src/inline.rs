@@ -35,14 +35,14 @@ use duroxide_core::codec;
 use duroxide_core::engine::ReplayEngine;
 use duroxide_core::message::ActivityWork;
 use duroxide_core::provider::{ActivityRef, NewWorkItem, TurnAck};
-use duroxide_core::turn::{continue_turn, TurnOptions, TurnReport};
+use duroxide_core::turn::{continue_turn, TurnReport};
 use duroxide_core::ErrorDetails;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
-use crate::activity::{ActivityContext, ActivityFuture};
+use crate::activity::ActivityFuture;
 use crate::cancel::CancelSignal;
-use crate::dispatch_activities::CatchPanic;
-use crate::dispatch_orchestrations::{entropy, now_ms, panic_message};
+use crate::dispatch_activities::invoke;
+use crate::dispatch_orchestrations::turn_options;
 use crate::metrics::Metrics;
 use crate::runtime::Shared;
 
@@ -162,11 +162,7 @@ pub(crate) async fn run_chain(shared: &Arc<Shared>, instance_id: &str, mut decid
                     .completion(run.outcome().clone().map_err(ErrorDetails::application))
             })
             .collect();
-        let options = TurnOptions {
-            now_ms: now_ms(),
-            entropy: entropy(),
-            max_attempts: shared.options.max_attempts,
-        };
+        let options = turn_options(shared);
         let continued = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             continue_turn(instance_id, engine, messages, &options)
         }));
@@ -334,7 +330,7 @@ fn detach(
 struct Running {
     work: Arc<ActivityWork>,
     started: Instant,
-    future: Pin<Box<dyn Future<Output = Outcome> + Send>>,
+    future: ActivityFuture,
     /// The outcome and how long the run took, once it ended.
     outcome: Option<(Outcome, Duration)>,
     cancel: CancelSignal,
@@ -353,24 +349,10 @@ impl Running {
             .expect("runnable checked the name");
         let cancel = CancelSignal::default();
         let work = Arc::new(work);
-        let input = work.input.clone();
-        let ctx = ActivityContext {
-            work: work.clone(),
-            worker_id: Arc::from(shared.node_id.as_str()),
-            attempt: 1,
-            cancel: cancel.clone(),
-            provider: shared.provider.clone(),
-        };
-        let activity: ActivityFuture = handler.invoke(ctx, input);
-        let future = Box::pin(async move {
-            CatchPanic(activity)
-                .await
-                .unwrap_or_else(|panic| Err(format!("activity panicked: {}", panic_message(panic.as_ref()))))
-        });
         Running {
+            future: invoke(shared, handler, work.clone(), 1, cancel.clone()),
             work,
             started: Instant::now(),
-            future,
             outcome: None,
             cancel,
         }
