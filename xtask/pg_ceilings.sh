@@ -11,8 +11,9 @@
 #   transactions (pg_ceilings/timer.sql, the wait left out), 8 clients, the whole machine;
 # - timer under load: the same bound with the turns' work counted. While the engine turns, the
 #   server has less left for the client's starts, so they take longer: start.sql's latency is
-#   measured again beside pg_ceilings/timer_turns.sql (the rest of each orchestration, 4 clients)
-#   run at 1,000 and 2,000 orchestrations/s, and the turns' own capacity at 8 clients. For each turn
+#   measured again beside pg_ceilings/timer_turns.sql (the least the rest of an orchestration
+#   needs, 4 clients) run at 1,000 and 2,000 orchestrations/s, and the turns' own capacity at
+#   8 clients. For each turn
 #   rate r (0: the turns wait until every start is in) the 500 starts take 500 * latency(r), the
 #   turns done meanwhile are r times that, the rest run at full capacity after the last start, and
 #   that start's timer takes 50 ms. The best of these schedules is printed;
