@@ -340,9 +340,10 @@ pub struct FaultyProvider {
     enabled: AtomicBool,
     monitor: Option<Arc<TurnMonitor>>,
     hook: Option<CallHook>,
-    /// Worker lock token → the activity it locks, to attribute faults to activities.
+    /// Worker lock token → the activity it locks, to attribute faults to activities; forgotten once
+    /// released.
     work_tokens: Mutex<HashMap<String, ActivityRef>>,
-    /// The instance of each orchestration lock handed out and not yet released by an ack.
+    /// The instance of each orchestration lock handed out and not yet released.
     orch_tokens: Mutex<HashMap<String, String>>,
     touched: Mutex<HashSet<ActivityRef>>,
 }
@@ -589,8 +590,19 @@ impl FaultyProvider {
         }
         match (plan, result) {
             (Plan::LoseReply, Ok(())) => Err(self.lost(op)),
+            (_, Ok(())) => {
+                // The caller saw its release succeed, so it never uses this token again. (After a
+                // lost reply it retries with the same token, which must still be attributed.)
+                self.forget_token(token);
+                Ok(())
+            }
             (_, result) => result,
         }
+    }
+
+    fn forget_token(&self, token: &str) {
+        lock(&self.work_tokens).remove(token);
+        lock(&self.orch_tokens).remove(token);
     }
 
     /// Shared path of both renewals.
@@ -692,18 +704,13 @@ impl Provider for FaultyProvider {
         // takes them, never storing their work items: a fault on that ack makes them run again.
         let instance_id = lock(&self.orch_tokens).get(lock_token).cloned();
         let recorded = instance_id.map_or_else(Vec::new, |id| recorded_completions(&id, &ack));
-        let result = self
-            .release_recording(
-                Op::AckOrchestrationItem,
-                lock_token,
-                &recorded,
-                self.inner.ack_orchestration_item(lock_token, ack),
-            )
-            .await;
-        if result.is_ok() {
-            lock(&self.orch_tokens).remove(lock_token);
-        }
-        result
+        self.release_recording(
+            Op::AckOrchestrationItem,
+            lock_token,
+            &recorded,
+            self.inner.ack_orchestration_item(lock_token, ack),
+        )
+        .await
     }
 
     async fn abandon_orchestration_item(
@@ -1465,6 +1472,23 @@ mod tests {
             matches!(merged.violations()[..], [Violation::Overlap { ref resource, .. }] if resource == "orch:x\ty")
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn released_locks_are_forgotten() {
+        use crate::support::{create, fetch, fetch_work, seed_work, work_item, worker, P};
+        let inner = duroxide_sqlite::SqliteProvider::in_memory().unwrap();
+        let faulty = Arc::new(FaultyProvider::new(Arc::new(inner), FaultConfig::none(), 1));
+        let p: P = faulty.clone();
+        // A turn acked, an activity acked, a turn abandoned: none of their tokens is used again.
+        seed_work(&p, "acked", vec![work_item("acked", 2)]).await.unwrap();
+        let lease = fetch_work(&p, &worker()).await.unwrap();
+        p.ack_work_item(&lease.lock_token, None).await.unwrap();
+        create(&p, "abandoned").await.unwrap();
+        let item = fetch(&p).await.unwrap();
+        p.abandon_orchestration_item(&item.lock_token, None).await.unwrap();
+        assert!(lock(&faulty.work_tokens).is_empty(), "work tokens kept");
+        assert!(lock(&faulty.orch_tokens).is_empty(), "orchestration tokens kept");
     }
 
     #[test]
