@@ -1486,7 +1486,9 @@ mod tests {
         p.ack_work_item(&lease.lock_token, None).await.unwrap();
         create(&p, "abandoned").await.unwrap();
         let item = fetch(&p).await.unwrap();
-        p.abandon_orchestration_item(&item.lock_token, None).await.unwrap();
+        p.abandon_orchestration_item(&item.lock_token, None)
+            .await
+            .unwrap();
         assert!(lock(&faulty.work_tokens).is_empty(), "work tokens kept");
         assert!(lock(&faulty.orch_tokens).is_empty(), "orchestration tokens kept");
     }

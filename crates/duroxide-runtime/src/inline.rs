@@ -6,20 +6,25 @@
 //! activities, runs the next turn on their results with the cached engine, and commits both turns
 //! as one ack ([`TurnAck::then`]); it goes on like that while each turn qualifies. That takes:
 //! activities this runtime can run (untagged, session-less, registered here, accepted by its tag
-//! filter, worker capacity free) that have been quick so far, and an orchestration that waits for
+//! filter) that have been quick so far, free worker capacity, and an orchestration that waits for
 //! nothing else (a timer, event or child arriving meanwhile must not be taken after results that
 //! came later). The activities' work items are never stored, fetched or completed: a chain of short
-//! activities costs one commit instead of three round trips per activity.
+//! activities costs one commit instead of three round trips per activity, and a fan-out of them
+//! one commit in all. A fan-out wider than the free capacity runs as a wave, as many at a time as
+//! there are free permits, each run that ends making room for the next.
 //!
 //! - **Crashes.** Nothing of the chain is stored until its ack commits, and the messages the turn
 //!   was fetched with stay queued until then. Whoever holds the instance next replays the stored
 //!   history and schedules the activities again; activities run at least once anyway.
 //! - **Slow activities.** An activity runs inline only while its recent runs took at most
-//!   [`SHORT`]. One still running after `inline_activity_wait` is not run again: the turns so far
-//!   commit with its work item as usual, and the worker that fetches that item takes the running
-//!   execution's result ([`Detached`]) instead of starting another.
-//! - **Bounds.** A chain commits after [`MAX_TURNS`] turns or [`MAX_CHAIN`], so an instance's
-//!   progress and the messages that reach it (events, cancellation) wait at most that long.
+//!   [`SHORT`]. One still running after `inline_activity_wait` cuts its wave: the next turn runs on
+//!   the results that came in, and the turns so far commit with the other activities' work items as
+//!   usual. Those not started run from the queue; the worker that fetches the item of one still
+//!   running takes that execution's result ([`Detached`]) instead of starting another, and one the
+//!   next turn no longer wants (it lost a race) is cancelled.
+//! - **Bounds.** A chain commits after [`MAX_TURNS`] turns or [`MAX_CHAIN`] (no run starts after
+//!   it), so an instance's progress and the messages that reach it (events, cancellation) wait at
+//!   most about that long.
 //!   Activities take the same worker permits as the worker dispatcher's, so together they never
 //!   exceed `worker_concurrency`.
 
@@ -34,7 +39,7 @@ use std::time::{Duration, Instant};
 use duroxide_core::codec;
 use duroxide_core::engine::ReplayEngine;
 use duroxide_core::message::ActivityWork;
-use duroxide_core::provider::{ActivityRef, NewWorkItem, TurnAck};
+use duroxide_core::provider::{ActivityRef, TurnAck};
 use duroxide_core::turn::{continue_turn, TurnReport};
 use duroxide_core::ErrorDetails;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
@@ -138,9 +143,9 @@ pub(crate) async fn run_chain(shared: &Arc<Shared>, instance_id: &str, mut decid
     // Well inside the instance's lock, which nothing renews meanwhile.
     let quarter_lock = shared.options.orchestrator_lock_timeout / 4;
     let wait = shared.options.inline_activity_wait.min(quarter_lock);
-    let chain_limit = MAX_CHAIN.min(quarter_lock);
+    let chain_end = began + MAX_CHAIN.min(quarter_lock);
     let mut turns = 1;
-    while turns < MAX_TURNS && began.elapsed() < chain_limit && !shared.stopping() {
+    while turns < MAX_TURNS && Instant::now() < chain_end && !shared.stopping() {
         let Some(engine) = decided.engine.take() else {
             break;
         };
@@ -148,16 +153,24 @@ pub(crate) async fn run_chain(shared: &Arc<Shared>, instance_id: &str, mut decid
             decided.engine = Some(engine);
             break;
         };
-        let items = &decided.ack.worker_items;
-        let Some(ran) = run_all(shared, works, permit, items, wait).await else {
-            // Still running: commit with the work items, which the workers take over. The engine
-            // has run nothing past what this ack commits, so it stays usable.
+        let items: Vec<ActivityRef> = decided
+            .ack
+            .worker_items
+            .iter()
+            .map(|item| item.activity.clone())
+            .collect();
+        let wave = run_wave(shared, works, permit, wait, chain_end).await;
+        if wave.ended.is_empty() {
+            // Nothing ended in time: commit with the work items, which the workers take over. The
+            // engine has run nothing past what this ack commits, so it stays usable.
+            detach(shared, &items, wave.running, wave.permit);
             decided.engine = Some(engine);
             break;
-        };
-        let messages = ran
+        }
+        let messages = wave
+            .ended
             .iter()
-            .map(|run| {
+            .map(|(_, run)| {
                 run.work
                     .completion(run.outcome().clone().map_err(ErrorDetails::application))
             })
@@ -171,28 +184,70 @@ pub(crate) async fn run_chain(shared: &Arc<Shared>, instance_id: &str, mut decid
             // and let the next turn run the usual way, which fails the instance if the code panics
             // again; the activities' results wait for the workers that fetch their items.
             tracing::debug!(target: "duroxide::runtime", instance_id, "a turn after inline activities did not run; committing the turns before it");
-            detach(shared, items, ran, None);
+            detach(shared, &items, wave.ended, None);
+            detach(shared, &items, wave.running, wave.permit);
             break;
         };
-        for run in &ran {
-            match run.outcome() {
-                Ok(_) => Metrics::inc(&shared.metrics.activity_success),
-                Err(_) => Metrics::inc(&shared.metrics.activity_app_errors),
-            }
-        }
-        Metrics::add(&shared.metrics.activity_inline_runs, ran.len() as u64);
-        decided.ack.worker_items.clear();
+        count(shared, &wave.ended);
+        drop_ended(&mut decided.ack, &wave.ended);
         decided.ack = std::mem::take(&mut decided.ack).then(next);
         decided.engine = engine;
         decided.reports.push(report);
         turns += 1;
+        if wave.cut {
+            settle_cut(shared, &decided.ack, &items, wave.running, wave.permit);
+            break;
+        }
     }
     decided
 }
 
-/// The decoded activities of a turn that may run inline, with the worker permits they take.
-/// The cheap checks come first: most turns schedule nothing, and a fan-out more than the free
-/// worker capacity.
+/// Counts the runs that ended as activity outcomes, and as inline runs.
+fn count(shared: &Shared, ended: &[(usize, Running)]) {
+    for (_, run) in ended {
+        match run.outcome() {
+            Ok(_) => Metrics::inc(&shared.metrics.activity_success),
+            Err(_) => Metrics::inc(&shared.metrics.activity_app_errors),
+        }
+    }
+    Metrics::add(&shared.metrics.activity_inline_runs, ended.len() as u64);
+}
+
+/// Removes the items of the runs that ended from the turn's ack: their results are committed with
+/// the next turn, so they are never stored. (The rest are, unless the next turn cancels them:
+/// [`TurnAck::then`] drops those.)
+fn drop_ended(ack: &mut TurnAck, ended: &[(usize, Running)]) {
+    let mut is_ended = vec![false; ack.worker_items.len()];
+    for (at, _) in ended {
+        is_ended[*at] = true;
+    }
+    let mut at = 0;
+    ack.worker_items.retain(|_| {
+        at += 1;
+        !is_ended[at - 1]
+    });
+}
+
+/// After a cut wave's turns merged into `ack`: each run still going is taken over by the worker
+/// that fetches its item. One whose item the next turn cancelled is never stored, so no worker
+/// will: it is cancelled here.
+fn settle_cut(
+    shared: &Arc<Shared>,
+    ack: &TurnAck,
+    items: &[ActivityRef],
+    running: Vec<(usize, Running)>,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    for (at, run) in &running {
+        if !ack.worker_items.iter().any(|item| item.activity == items[*at]) {
+            run.cancel.cancel();
+        }
+    }
+    detach(shared, items, running, permit);
+}
+
+/// The decoded activities of a turn that may run inline, with the worker permits they may take
+/// (as many as are free, up to one each).
 fn runnable(
     shared: &Arc<Shared>,
     ack: &TurnAck,
@@ -201,7 +256,7 @@ fn runnable(
     if shared.options.inline_activity_wait.is_zero()
         || !ack.only_schedules_activities()
         || !shared.options.worker_tag_filter.accepts(None)
-        || ack.worker_items.len() > shared.activity_permits.available_permits()
+        || shared.activity_permits.available_permits() == 0
     {
         return None;
     }
@@ -210,82 +265,131 @@ fn runnable(
     if !engine.waits_only_for_activities() {
         return None;
     }
+    if ack
+        .worker_items
+        .iter()
+        .any(|item| item.session_id.is_some() || item.tag.is_some())
+    {
+        return None;
+    }
     let mut works = Vec::with_capacity(ack.worker_items.len());
     for item in &ack.worker_items {
-        if item.session_id.is_some() || item.tag.is_some() {
-            return None;
-        }
         let work = codec::decode_activity(&item.payload).ok()?;
         if shared.activities.get(&work.name).is_none() || !shared.inline.is_short(&work.name) {
             return None;
         }
         works.push(work);
     }
+    let wanted = works.len().min(shared.activity_permits.available_permits());
     let permit = shared
         .activity_permits
         .clone()
-        .try_acquire_many_owned(u32::try_from(works.len()).ok()?)
+        .try_acquire_many_owned(u32::try_from(wanted).ok()?)
         .ok()?;
     Some((works, permit))
 }
 
-/// Runs the activities (the work of `items`, in order); all of them, ended, when they end within
-/// `wait`, else `None` after handing them to the worker dispatcher ([`Detached`]).
-async fn run_all(
-    shared: &Arc<Shared>,
-    works: Vec<ActivityWork>,
-    permit: OwnedSemaphorePermit,
-    items: &[NewWorkItem],
-    wait: Duration,
-) -> Option<Vec<Running>> {
-    let mut running: Vec<Running> = works
-        .into_iter()
-        .map(|work| Running::start(shared, work))
-        .collect();
-    // Once the runtime is stopping, no worker will fetch a detached item: wait for the activities
-    // (as a worker slot waits for its activity) until the hard stop.
-    let waited = tokio::select! {
-        () = JoinAll(&mut running) => true,
-        () = tokio::time::sleep(wait), if !shared.stopping() => false,
-        () = shared.stop.cancelled() => false,
-    };
-    let all_done = waited
-        || (shared.stopping()
-            && tokio::select! {
-                () = JoinAll(&mut running) => true,
-                () = shared.hard_stop.cancelled() => false,
-            });
-    if !all_done {
-        detach(shared, items, running, Some(permit));
-        return None;
-    }
-    drop(permit);
-    for run in &running {
-        if let Some((_, took)) = &run.outcome {
-            shared.inline.record_time(&run.work.name, *took);
-        }
-    }
-    Some(running)
+/// How a turn's inline runs went. Runs are named by their position among the turn's work items.
+struct Wave {
+    /// The runs that ended, in work item order.
+    ended: Vec<(usize, Running)>,
+    /// The runs still going when the wave was cut.
+    running: Vec<(usize, Running)>,
+    /// Whether some runs did not end (still going, or never started): their items must be stored.
+    cut: bool,
+    /// The worker capacity the running ones hold (one permit each).
+    permit: Option<OwnedSemaphorePermit>,
 }
 
-/// Hands unfinished inline executions to whichever worker fetches their items.
-/// `permit` holds the worker capacity of those still running.
+/// Runs the activities (the work of the turn's items, in order), as many at a time as `permit`
+/// allows, starting the next as one ends. The wave is cut when a run outlives `wait`: the runs
+/// still going and those not started are left to the worker queue. None starts after
+/// `chain_end`, nor once the runtime is stopping; then the runs going are waited for (as a worker
+/// slot waits for its activity) until the hard stop.
+async fn run_wave(
+    shared: &Arc<Shared>,
+    works: Vec<ActivityWork>,
+    mut permit: OwnedSemaphorePermit,
+    wait: Duration,
+    chain_end: Instant,
+) -> Wave {
+    let total = works.len();
+    let width = permit.num_permits();
+    let mut unstarted = works.into_iter().enumerate();
+    let mut going: Vec<(usize, Running)> = Vec::with_capacity(width);
+    let mut ended: Vec<(usize, Running)> = Vec::with_capacity(total);
+    let mut cut = false;
+    loop {
+        if !shared.stopping() && Instant::now() < chain_end {
+            while going.len() < width {
+                let Some((at, work)) = unstarted.next() else {
+                    break;
+                };
+                going.push((at, Running::start(shared, work)));
+            }
+        }
+        if going.is_empty() {
+            break;
+        }
+        let deadline = going.iter().map(|(_, run)| run.started + wait).min();
+        let deadline = deadline.expect("some run is going");
+        let progressed = if shared.stopping() {
+            tokio::select! {
+                () = AnyEnds(&mut going) => true,
+                () = shared.hard_stop.cancelled() => false,
+            }
+        } else {
+            tokio::select! {
+                () = AnyEnds(&mut going) => true,
+                () = tokio::time::sleep_until(deadline.into()) => false,
+                // Stopping: wait again, without the deadline.
+                () = shared.stop.cancelled() => continue,
+            }
+        };
+        if !progressed {
+            cut = true;
+            break;
+        }
+        let (done, still): (Vec<_>, Vec<_>) = going.into_iter().partition(|(_, run)| run.outcome.is_some());
+        going = still;
+        for (_, run) in &done {
+            if let Some((_, took)) = &run.outcome {
+                shared.inline.record_time(&run.work.name, *took);
+            }
+        }
+        ended.extend(done);
+    }
+    cut |= unstarted.len() > 0;
+    ended.sort_by_key(|(at, _)| *at);
+    // Keep one permit per run still going, for its detached execution; free the rest.
+    let permit = permit.split(going.len());
+    Wave {
+        ended,
+        running: going,
+        cut,
+        permit,
+    }
+}
+
+/// Hands inline executions to whichever worker fetches their items (`items[at]` for each run):
+/// a finished one's result, or the running one itself, with `permit` (one each) holding its worker
+/// capacity until it ends.
 fn detach(
     shared: &Arc<Shared>,
-    items: &[NewWorkItem],
-    running: Vec<Running>,
-    permit: Option<OwnedSemaphorePermit>,
+    items: &[ActivityRef],
+    runs: Vec<(usize, Running)>,
+    mut permit: Option<OwnedSemaphorePermit>,
 ) {
     static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-    let permit = Arc::new(permit);
-    for (item, run) in items.iter().zip(running) {
+    for (at, run) in runs {
+        let activity = items[at].clone();
         let (send, result) = oneshot::channel();
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let cancel = run.cancel.clone();
         shared
             .inline
-            .put_detached(item.activity.clone(), Detached { result, cancel, id });
-        let (shared, activity, permit) = (shared.clone(), item.activity.clone(), permit.clone());
+            .put_detached(activity.clone(), Detached { result, cancel, id });
+        let shared = shared.clone();
         let future = match run.outcome {
             Some((outcome, _)) => {
                 let _ = send.send(outcome);
@@ -299,11 +403,12 @@ fn detach(
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(activity.clone(), run.cancel.clone());
-                Some((run.future, send))
+                let own = permit.as_mut().and_then(|p| p.split(1));
+                Some((run.future, send, own))
             }
         };
         tokio::spawn(async move {
-            if let Some((future, send)) = future {
+            if let Some((future, send, permit)) = future {
                 let outcome = tokio::select! {
                     outcome = future => outcome,
                     () = shared.hard_stop.cancelled() => return,
@@ -359,27 +464,28 @@ impl Running {
     }
 }
 
-/// Polls every unfinished execution until all have ended (each keeps its outcome).
-struct JoinAll<'a>(&'a mut [Running]);
+/// Polls every unfinished execution (each keeps its outcome); ready once at least one has ended.
+struct AnyEnds<'a>(&'a mut [(usize, Running)]);
 
-impl Future for JoinAll<'_> {
+impl Future for AnyEnds<'_> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut pending = false;
-        for run in self.0.iter_mut() {
+        let mut any = false;
+        for (_, run) in self.0.iter_mut() {
             if run.outcome.is_some() {
+                any = true;
                 continue;
             }
-            match run.future.as_mut().poll(cx) {
-                Poll::Ready(outcome) => run.outcome = Some((outcome, run.started.elapsed())),
-                Poll::Pending => pending = true,
+            if let Poll::Ready(outcome) = run.future.as_mut().poll(cx) {
+                run.outcome = Some((outcome, run.started.elapsed()));
+                any = true;
             }
         }
-        if pending {
-            Poll::Pending
-        } else {
+        if any {
             Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
 }

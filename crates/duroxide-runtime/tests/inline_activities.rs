@@ -292,3 +292,193 @@ async fn activities_raced_against_an_event_go_through_the_queue() {
     );
     env.shutdown().await;
 }
+
+/// Each event's kind and the event it answers, sorted: a fan-out's results arrive in any order
+/// through the queue, so only this much of two histories must agree.
+fn answers(events: &[duroxide_core::Event]) -> Vec<(&'static str, Option<u64>)> {
+    let mut answers: Vec<_> = events
+        .iter()
+        .map(|e| (e.kind.name(), e.source_event_id))
+        .collect();
+    answers.sort();
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_wider_than_the_worker_slots_runs_inline_a_few_at_a_time() {
+    let mut steps = Steps::new();
+    steps.reg.orchestration("Fan", |ctx, input| async move {
+        let width: usize = input.parse().unwrap();
+        let calls = (0..width)
+            .map(|i| ctx.schedule_activity("Step", format!("fan-{i}")))
+            .collect();
+        let results = ctx.join(calls).await;
+        Ok(results.into_iter().collect::<Result<Vec<_>, _>>()?.join(" "))
+    });
+    let options = common::options();
+    let width = 3 * options.worker_concurrency;
+    let (env, warm) = steps.warmed(common::memory(), options).await;
+
+    env.client
+        .start_orchestration("fan", "Fan", &width.to_string())
+        .await
+        .unwrap();
+    let expected: Vec<String> = (0..width).map(|i| format!("fan-{i}")).collect();
+    assert_eq!(env.completed("fan").await, expected.join(" "));
+    for step in &expected {
+        assert_eq!(steps.runs.of(step), 1, "{step} ran once");
+    }
+    let after = env.runtime.metrics_snapshot();
+    assert_eq!(
+        after.activity_inline_runs - warm.activity_inline_runs,
+        width as u64,
+        "{after:?}"
+    );
+    assert_eq!(
+        after.worker_dispatcher_items_fetched, warm.worker_dispatcher_items_fetched,
+        "no work item was fetched: {after:?}"
+    );
+    assert_eq!(
+        after.orch_dispatcher_items_fetched - warm.orch_dispatcher_items_fetched,
+        1,
+        "both turns committed as one: {after:?}"
+    );
+
+    // The same events as through the queue.
+    let queued = Env::start(
+        common::memory(),
+        &steps.reg,
+        RuntimeOptions {
+            inline_activity_wait: Duration::ZERO,
+            ..common::options()
+        },
+    )
+    .await;
+    queued
+        .client
+        .start_orchestration("fan", "Fan", &width.to_string())
+        .await
+        .unwrap();
+    queued.completed("fan").await;
+    assert_eq!(
+        answers(&env.history("fan", 1).await),
+        answers(&queued.history("fan", 1).await)
+    );
+    queued.shutdown().await;
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_run_in_a_fan_out_commits_the_ended_results_and_leaves_itself_to_a_worker() {
+    let mut steps = Steps::new();
+    steps.reg.orchestration("FanWithHold", |ctx, _| async move {
+        let mut calls = vec![ctx.schedule_activity("Step", "hold-fan")];
+        calls.extend((0..10).map(|i| ctx.schedule_activity("Step", format!("quick-{i}"))));
+        let results = ctx.join(calls).await;
+        Ok(results.into_iter().collect::<Result<Vec<_>, _>>()?.join(" "))
+    });
+    // A long inline wait: the quick steps end well inside it, however busy the machine.
+    let options = RuntimeOptions {
+        inline_activity_wait: Duration::from_millis(500),
+        ..common::options()
+    };
+    let (env, warm) = steps.warmed(common::memory(), options).await;
+
+    env.client
+        .start_orchestration("held", "FanWithHold", "")
+        .await
+        .unwrap();
+    steps.running.wait().await;
+    // Past the inline wait the turns commit: the quick steps' results, and the held step's item.
+    common::recorded(&env.client, "held", "ActivityCompleted").await;
+    let history = env.history("held", 1).await;
+    let completed = kinds(&history)
+        .iter()
+        .filter(|k| **k == "ActivityCompleted")
+        .count();
+    assert_eq!(completed, 10, "{:?}", kinds(&history));
+    steps.gate.open();
+    let quick: Vec<String> = (0..10).map(|i| format!("quick-{i}")).collect();
+    assert_eq!(
+        env.completed("held").await,
+        format!("hold-fan {}", quick.join(" "))
+    );
+    for step in quick.iter().map(String::as_str).chain(["hold-fan"]) {
+        assert_eq!(steps.runs.of(step), 1, "{step} ran once");
+    }
+    let after = env.runtime.metrics_snapshot();
+    assert_eq!(
+        after.activity_inline_runs - warm.activity_inline_runs,
+        10,
+        "{after:?}"
+    );
+    // The worker that fetched the held step's item took the inline execution's result.
+    assert_eq!(
+        after.worker_dispatcher_items_fetched - warm.worker_dispatcher_items_fetched,
+        1,
+        "{after:?}"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_activity_that_loses_a_race_while_running_is_cancelled() {
+    let mut steps = Steps::new();
+    let (watching, saw_cancel) = (Gate::new(), Gate::new());
+    let (started, seen) = (watching.clone(), saw_cancel.clone());
+    steps
+        .reg
+        .activity("Watch", move |ctx, input: String| {
+            let (started, seen) = (started.clone(), seen.clone());
+            async move {
+                if input == "wait" {
+                    started.open();
+                    ctx.cancelled().await;
+                    seen.open();
+                }
+                Ok(input)
+            }
+        })
+        .orchestration("Watch", |ctx, input| async move {
+            ctx.schedule_activity("Watch", input).await
+        })
+        .orchestration("QuickOrWatched", |ctx, _| async move {
+            let quick = ctx.schedule_activity("Step", "quick-race");
+            let watched = ctx.schedule_activity("Watch", "wait");
+            match ctx.select2(quick, watched).await {
+                duroxide_core::Either::Left(quick) => quick,
+                duroxide_core::Either::Right(_) => Err("the watched activity won".to_string()),
+            }
+        });
+    let (env, _) = steps.warmed(common::memory(), common::options()).await;
+    // `Watch` runs once through the queue, so that it counts as quick.
+    env.client
+        .start_orchestration("watch-warm", "Watch", "now")
+        .await
+        .unwrap();
+    assert_eq!(env.completed("watch-warm").await, "now");
+    let warm = env.runtime.metrics_snapshot();
+
+    env.client
+        .start_orchestration("race", "QuickOrWatched", "")
+        .await
+        .unwrap();
+    assert_eq!(env.completed("race").await, "quick-race");
+    assert!(watching.is_open());
+    // The loser's work item was never stored, so no worker could cancel it: the inline run was.
+    common::eventually("the losing activity sees its cancellation", || async {
+        saw_cancel.is_open()
+    })
+    .await;
+    let after = env.runtime.metrics_snapshot();
+    assert_eq!(
+        after.worker_dispatcher_items_fetched, warm.worker_dispatcher_items_fetched,
+        "{after:?}"
+    );
+    assert_eq!(
+        after.activity_inline_runs - warm.activity_inline_runs,
+        1,
+        "{after:?}"
+    );
+    env.shutdown().await;
+}

@@ -23,8 +23,13 @@ use duroxide_runtime::{Client, OrchestrationContext, Runtime, RuntimeOptions};
 use workload::store::{pg_url, Store};
 
 /// A runtime on a fresh schema with `poll` as its dispatchers' poll interval (4 orchestration and
-/// 8 activity slots, as the benchmarks'), its PostgreSQL provider (for its counters) and a client.
-async fn runtime_on_postgres(store: &Store, poll: Duration) -> (Runtime, Arc<PostgresProvider>, Client) {
+/// 8 activity slots, as the benchmarks') and `inline_activity_wait` as given (zero: every activity
+/// goes through the worker queue), its PostgreSQL provider (for its counters) and a client.
+async fn runtime_on_postgres(
+    store: &Store,
+    poll: Duration,
+    inline_activity_wait: Duration,
+) -> (Runtime, Arc<PostgresProvider>, Client) {
     let Store::Postgres { schema, .. } = store else {
         unreachable!("a PostgreSQL store");
     };
@@ -56,6 +61,7 @@ async fn runtime_on_postgres(store: &Store, poll: Duration) -> (Runtime, Arc<Pos
         orchestration_concurrency: 4,
         worker_concurrency: 8,
         dispatcher_poll_interval: poll,
+        inline_activity_wait,
         ..common::options()
     };
     let runtime = common::runtime(&provider, &reg, options).await;
@@ -65,7 +71,9 @@ async fn runtime_on_postgres(store: &Store, poll: Duration) -> (Runtime, Arc<Pos
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_work_waits_for_the_recheck_when_polls_are_short() {
     let store = Store::postgres();
-    let (runtime, pg, client) = runtime_on_postgres(&store, Duration::from_millis(10)).await;
+    // Activities through the queue: quick ones would run inline, fan-outs too, and their results
+    // would never wait for a locked instance.
+    let (runtime, pg, client) = runtime_on_postgres(&store, Duration::from_millis(10), Duration::ZERO).await;
     // Rounds of orchestrations started together, each of which must return its input.
     let rounds = [("Chain3", 20, 20), ("FanOut", 3, 3), ("Sleep", 3, 40)];
     for (name, count, size) in rounds {
@@ -109,7 +117,8 @@ async fn no_work_waits_for_the_recheck_when_polls_are_short() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_work_leaves_no_looks_behind() {
     let store = Store::postgres();
-    let (runtime, pg, client) = runtime_on_postgres(&store, Duration::from_millis(100)).await;
+    let inline_wait = common::options().inline_activity_wait;
+    let (runtime, pg, client) = runtime_on_postgres(&store, Duration::from_millis(100), inline_wait).await;
     let ids: Vec<String> = (0..300).map(|i| format!("burst-{i}")).collect();
     for id in &ids {
         client
