@@ -31,17 +31,21 @@
 //! short (a couple of milliseconds; an activity's first run always goes through the worker queue),
 //! the orchestration dispatcher runs them itself while it still holds the instance, runs the next
 //! turn on their results, and commits the turns as one. A chain of short activities then costs one
-//! commit instead of a stored work item, a fetch and a completion per activity. The recorded history
-//! is the same event for event. What differs:
+//! commit instead of a stored work item, a fetch and a completion per activity, and so does a
+//! fan-out of them: it runs as many at a time as `worker_concurrency` has free, the next starting
+//! as one ends. The recorded history holds the same events (a fan-out's results in the order of its
+//! calls). What differs:
 //!
 //! - Until the chain commits nothing of it is stored. A crash in between loses those turns; the
 //!   instance replays from its stored history and the activities run again (they are at-least-once
 //!   in any case).
 //! - A chain holds the instance for at most 100 ms and 64 turns (and a quarter of
 //!   `orchestrator_lock_timeout`), so events and cancellations reach it that much later at most.
-//! - An activity still running after `inline_activity_wait` (20 ms) is not run twice: the turn
-//!   commits with its work item, and the worker that fetches the item takes the running execution's
-//!   result. Inline activities count against `worker_concurrency`.
+//! - An activity still running after `inline_activity_wait` (20 ms) is not run twice: the results
+//!   that came in so far are taken by the next turn, the turns commit with the other activities'
+//!   work items, and the worker that fetches the running one's item takes that execution's result
+//!   (if the next turn no longer wants it, having lost a race, it is cancelled instead). Inline
+//!   activities count against `worker_concurrency`.
 //! - `MetricsSnapshot::activity_inline_runs` counts them; `inline_activity_wait = 0` turns them off.
 
 mod activity;
