@@ -331,8 +331,11 @@ async fn run_wave(
         if going.is_empty() {
             break;
         }
-        let deadline = going.iter().map(|(_, run)| run.started + wait).min();
-        let deadline = deadline.expect("some run is going");
+        let deadline = going
+            .iter()
+            .map(|(_, run)| run.started + wait)
+            .min()
+            .expect("some run is going");
         let progressed = if shared.stopping() {
             tokio::select! {
                 () = AnyEnds(&mut going) => true,
