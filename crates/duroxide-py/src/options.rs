@@ -33,7 +33,7 @@ pub fn tag_filter(kind: &str, tags: Vec<String>) -> PyResult<TagFilter> {
 #[pyo3(signature = (*, orchestration_concurrency, worker_concurrency, dispatcher_poll_interval_ms,
     worker_lock_timeout_ms, orchestrator_lock_timeout_ms, max_attempts, log_level, log_format,
     service_name, service_version, max_sessions_per_runtime, session_idle_timeout_ms, worker_node_id,
-    tag_filter_kind, tag_filter_tags))]
+    tag_filter_kind, tag_filter_tags, inline_activity_wait_ms))]
 #[allow(clippy::too_many_arguments)]
 pub fn build_options(
     orchestration_concurrency: usize,
@@ -51,6 +51,7 @@ pub fn build_options(
     worker_node_id: Option<String>,
     tag_filter_kind: String,
     tag_filter_tags: Vec<String>,
+    inline_activity_wait_ms: u64,
 ) -> PyResult<PyOptions> {
     let log_format = LogFormat::parse(&log_format).map_err(|e| errors::value_error(e.to_string()))?;
     let options = RuntimeOptions {
@@ -68,6 +69,7 @@ pub fn build_options(
         session_idle_timeout: Duration::from_millis(session_idle_timeout_ms),
         worker_node_id,
         worker_tag_filter: tag_filter(&tag_filter_kind, tag_filter_tags)?,
+        inline_activity_wait: Duration::from_millis(inline_activity_wait_ms),
         ..RuntimeOptions::default()
     };
     options

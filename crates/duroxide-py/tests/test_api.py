@@ -124,6 +124,8 @@ def test_runtime_options_defaults_and_attributes():
     assert (o.orchestration_concurrency, o.worker_concurrency, o.dispatcher_poll_interval_ms) == (4, 8, 100)
     assert (o.worker_lock_timeout_ms, o.orchestrator_lock_timeout_ms, o.max_attempts) == (30000, 5000, 10)
     assert (o.max_sessions_per_runtime, o.session_idle_timeout_ms) == (10, 300000)
+    assert o.inline_activity_wait_ms == 20
+    assert RuntimeOptions(inline_activity_wait_ms=0).inline_activity_wait_ms == 0
     assert o.worker_node_id is None and o.log_level is None and o.worker_tag_filter == TagFilter.DEFAULT_ONLY
     o = RuntimeOptions(worker_concurrency=0, log_format="compact", worker_tag_filter="default_and:gpu,fpga")
     assert o.worker_concurrency == 0 and o.log_format == "compact"
@@ -589,6 +591,23 @@ def test_a_fan_out_of_quick_activities_runs_inline(runtime, client):
         if runtime.metrics_snapshot().activity_inline_runs - before == 40:
             return
     raise AssertionError("no fan-out of quick activities ran inline in 20 tries")
+
+
+def test_inline_activities_can_be_turned_off(make_runtime, client):
+    rt = make_runtime(RuntimeOptions(inline_activity_wait_ms=0))
+    rt.register_activity("Sq", lambda ctx, x: x * x)
+
+    @rt.register_orchestration("Fan")
+    def fan(ctx, n):
+        rs = yield ctx.all([ctx.schedule_activity("Sq", i) for i in range(n)])
+        return [r["ok"] for r in rs]
+
+    rt.start()
+    for attempt in range(5):
+        client.start_orchestration(f"fan-{attempt}", "Fan", 40)
+        assert client.wait_for_orchestration(f"fan-{attempt}", 60000).output == [i * i for i in range(40)]
+    snap = rt.metrics_snapshot()
+    assert snap.activity_inline_runs == 0 and snap.worker_dispatcher_items_fetched == 200
 
 
 @dataclasses.dataclass

@@ -164,6 +164,7 @@ def test_duplicate_and_invalid_registrations(runtime):
         {"orchestrator_lock_timeout_ms": 0},
         {"max_attempts": 0},
         {"session_idle_timeout_ms": 0},
+        {"inline_activity_wait_ms": -1},
         {"max_sessions_per_runtime": -1},
         {"log_format": "xml"},
         {"log_level": "[[nonsense"},

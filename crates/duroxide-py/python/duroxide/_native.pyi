@@ -45,6 +45,7 @@ def build_options(
     worker_node_id: Optional[str],
     tag_filter_kind: str,
     tag_filter_tags: List[str],
+    inline_activity_wait_ms: int,
 ) -> NativeOptions:
     """Builds and validates runtime options; raises ``ValueError`` for an invalid value."""
 
