@@ -573,28 +573,8 @@ def test_large_fan_out(runtime, client):
     assert client.wait_for_orchestration("big", 60000).output == sum(i * i for i in range(500))
 
 
-def test_a_fan_out_of_quick_activities_runs_inline(runtime, client):
-    runtime.register_activity("Sq", lambda ctx, x: x * x)
-
-    @runtime.register_orchestration("Fan")
-    def fan(ctx, n):
-        rs = yield ctx.all([ctx.schedule_activity("Sq", i) for i in range(n)])
-        return [r["ok"] for r in rs]
-
-    runtime.start()
-    # Wider than the worker slots. An activity's first runs go through the queue, and a run slowed
-    # down by a busy machine can make it look long for a while; then the whole fan-out runs inline.
-    for attempt in range(20):
-        before = runtime.metrics_snapshot().activity_inline_runs
-        client.start_orchestration(f"fan-{attempt}", "Fan", 40)
-        assert client.wait_for_orchestration(f"fan-{attempt}", 60000).output == [i * i for i in range(40)]
-        if runtime.metrics_snapshot().activity_inline_runs - before == 40:
-            return
-    raise AssertionError("no fan-out of quick activities ran inline in 20 tries")
-
-
-def test_inline_activities_can_be_turned_off(make_runtime, client):
-    rt = make_runtime(RuntimeOptions(inline_activity_wait_ms=0))
+def _register_square_fan_out(rt):
+    """`Fan(n)`: `n` parallel `Sq` activities, their results in order."""
     rt.register_activity("Sq", lambda ctx, x: x * x)
 
     @rt.register_orchestration("Fan")
@@ -602,10 +582,31 @@ def test_inline_activities_can_be_turned_off(make_runtime, client):
         rs = yield ctx.all([ctx.schedule_activity("Sq", i) for i in range(n)])
         return [r["ok"] for r in rs]
 
+
+def _run_fan_out(client, instance_id, n=40):
+    client.start_orchestration(instance_id, "Fan", n)
+    assert client.wait_for_orchestration(instance_id, 60000).output == [i * i for i in range(n)]
+
+
+def test_a_fan_out_of_quick_activities_runs_inline(runtime, client):
+    _register_square_fan_out(runtime)
+    runtime.start()
+    # Wider than the worker slots. An activity's first runs go through the queue, and a run slowed
+    # down by a busy machine can make it look long for a while; then the whole fan-out runs inline.
+    for attempt in range(20):
+        before = runtime.metrics_snapshot().activity_inline_runs
+        _run_fan_out(client, f"fan-{attempt}")
+        if runtime.metrics_snapshot().activity_inline_runs - before == 40:
+            return
+    raise AssertionError("no fan-out of quick activities ran inline in 20 tries")
+
+
+def test_inline_activities_can_be_turned_off(make_runtime, client):
+    rt = make_runtime(RuntimeOptions(inline_activity_wait_ms=0))
+    _register_square_fan_out(rt)
     rt.start()
     for attempt in range(5):
-        client.start_orchestration(f"fan-{attempt}", "Fan", 40)
-        assert client.wait_for_orchestration(f"fan-{attempt}", 60000).output == [i * i for i in range(40)]
+        _run_fan_out(client, f"fan-{attempt}")
     snap = rt.metrics_snapshot()
     assert snap.activity_inline_runs == 0 and snap.worker_dispatcher_items_fetched == 200
 

@@ -66,6 +66,15 @@ impl Steps {
         }
     }
 
+    /// A runtime on a fresh store that runs every activity through the worker queue.
+    async fn queued(&self) -> Env {
+        let options = RuntimeOptions {
+            inline_activity_wait: Duration::ZERO,
+            ..common::options()
+        };
+        Env::start(common::memory(), &self.reg, options).await
+    }
+
     /// A runtime on `provider` that has warmed up, and its counters after the warm-up.
     async fn warmed(&self, provider: Arc<dyn Provider>, options: RuntimeOptions) -> (Env, MetricsSnapshot) {
         let env = Env::start(provider, &self.reg, options).await;
@@ -73,6 +82,25 @@ impl Steps {
         let warm = env.runtime.metrics_snapshot();
         (env, warm)
     }
+}
+
+/// Asserts that, between `warm` and `after`, one instance ran with all its `runs` activities inline:
+/// no work item fetched, and one fetch (the start) for all its turns, committed as one.
+fn assert_one_instance_all_inline(warm: &MetricsSnapshot, after: &MetricsSnapshot, runs: u64) {
+    assert_eq!(
+        after.activity_inline_runs - warm.activity_inline_runs,
+        runs,
+        "{after:?}"
+    );
+    assert_eq!(
+        after.worker_dispatcher_items_fetched, warm.worker_dispatcher_items_fetched,
+        "no work item was fetched: {after:?}"
+    );
+    assert_eq!(
+        after.orch_dispatcher_items_fetched - warm.orch_dispatcher_items_fetched,
+        1,
+        "{after:?}"
+    );
 }
 
 /// Runs chains until one runs all its steps inline: the first step ever goes through the worker
@@ -105,36 +133,13 @@ async fn a_chain_of_quick_activities_runs_inline_and_records_what_the_queue_woul
         .await
         .unwrap();
     assert_eq!(env.completed("inline").await, "in-1 in-2 in-3");
-    let after = env.runtime.metrics_snapshot();
-    assert_eq!(
-        after.activity_inline_runs - warm.activity_inline_runs,
-        3,
-        "{after:?}"
-    );
-    assert_eq!(
-        after.worker_dispatcher_items_fetched, warm.worker_dispatcher_items_fetched,
-        "no work item was fetched: {after:?}"
-    );
-    // One fetch (the start) for the whole instance: its four turns committed as one.
-    assert_eq!(
-        after.orch_dispatcher_items_fetched - warm.orch_dispatcher_items_fetched,
-        1,
-        "{after:?}"
-    );
+    assert_one_instance_all_inline(&warm, &env.runtime.metrics_snapshot(), 3);
     for step in ["in-1", "in-2", "in-3"] {
         assert_eq!(steps.runs.of(step), 1, "{step}");
     }
 
     // The same history, event for event, as through the queue.
-    let queued = Env::start(
-        common::memory(),
-        &steps.reg,
-        RuntimeOptions {
-            inline_activity_wait: Duration::ZERO,
-            ..common::options()
-        },
-    )
-    .await;
+    let queued = steps.queued().await;
     queued
         .client
         .start_orchestration("warm", "Chain", "warm")
@@ -328,32 +333,10 @@ async fn a_fan_out_wider_than_the_worker_slots_runs_inline_a_few_at_a_time() {
     for step in &expected {
         assert_eq!(steps.runs.of(step), 1, "{step} ran once");
     }
-    let after = env.runtime.metrics_snapshot();
-    assert_eq!(
-        after.activity_inline_runs - warm.activity_inline_runs,
-        width as u64,
-        "{after:?}"
-    );
-    assert_eq!(
-        after.worker_dispatcher_items_fetched, warm.worker_dispatcher_items_fetched,
-        "no work item was fetched: {after:?}"
-    );
-    assert_eq!(
-        after.orch_dispatcher_items_fetched - warm.orch_dispatcher_items_fetched,
-        1,
-        "both turns committed as one: {after:?}"
-    );
+    assert_one_instance_all_inline(&warm, &env.runtime.metrics_snapshot(), width as u64);
 
     // The same events as through the queue.
-    let queued = Env::start(
-        common::memory(),
-        &steps.reg,
-        RuntimeOptions {
-            inline_activity_wait: Duration::ZERO,
-            ..common::options()
-        },
-    )
-    .await;
+    let queued = steps.queued().await;
     queued
         .client
         .start_orchestration("fan", "Fan", &width.to_string())
