@@ -150,11 +150,7 @@ async fn execute(shared: &Arc<Shared>, lease: WorkItemLease) -> Option<PendingAc
         }
     };
     let started = std::time::Instant::now();
-    shared
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(lease.activity.clone(), cancel.clone());
+    shared.track_running(lease.activity.clone(), cancel.clone());
     // Renew often enough that a cancellation committed by another process (which deletes the item)
     // is noticed within about half a second, and the lease never lapses while the activity runs.
     let renew_every = (shared.options.worker_lock_timeout / 3).min(Duration::from_millis(500));
@@ -177,11 +173,7 @@ async fn execute(shared: &Arc<Shared>, lease: WorkItemLease) -> Option<PendingAc
             _ = shared.hard_stop.cancelled() => break None,
         }
     };
-    shared
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&lease.activity);
+    shared.untrack_running(&lease.activity);
     // Only a run of this slot's own says how long the activity takes (a detached execution's
     // driver records its whole run).
     if outcome.is_some() && permit.is_some() {

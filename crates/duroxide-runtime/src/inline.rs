@@ -401,11 +401,7 @@ fn detach(
             None => {
                 // Until a worker takes it over, a cancellation committed here reaches it like any
                 // other running activity.
-                shared
-                    .running
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(activity.clone(), run.cancel.clone());
+                shared.track_running(activity.clone(), run.cancel.clone());
                 let own = permit.as_mut().and_then(|p| p.split(1));
                 Some((run.future, send, own))
             }
@@ -418,11 +414,7 @@ fn detach(
                 };
                 shared.inline.record_time(&run.work.name, run.started.elapsed());
                 drop(permit);
-                shared
-                    .running
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&activity);
+                shared.untrack_running(&activity);
                 let _ = send.send(outcome);
             }
             tokio::select! {

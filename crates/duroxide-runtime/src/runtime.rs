@@ -47,6 +47,18 @@ impl Shared {
         self.stop.is_cancelled()
     }
 
+    /// Registers an activity running in this process, so a cancellation committed here reaches it.
+    pub fn track_running(&self, activity: ActivityRef, cancel: CancelSignal) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.insert(activity, cancel);
+    }
+
+    /// Forgets an activity that stopped running here.
+    pub fn untrack_running(&self, activity: &ActivityRef) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.remove(activity);
+    }
+
     /// Signals in-process activities that their orchestration cancelled them.
     pub fn cancel_local(&self, activities: &[ActivityRef]) {
         if activities.is_empty() {
